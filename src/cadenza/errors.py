@@ -1,0 +1,372 @@
+"""The one error tree of cadenza.
+
+Caller mistakes (fix the code, the config or the input and try again) are kept apart from
+run failures (something a durable operation reported, recorded in the journal and raised
+again, identically, on every replay)::
+
+    CadenzaError
+    ├── ConfigurationError          a backend URL, secret or option is wrong
+    │   └── MissingDependency       an optional extra is not installed
+    ├── WorkflowDefinitionError     a workflow or pattern is defined wrongly
+    ├── InvalidInput                input that is not valid JSON or fails its type
+    │   ├── PayloadTooLarge
+    │   └── InvalidEventPattern
+    ├── NotFound
+    │   ├── RunNotFound
+    │   ├── WorkflowNotFound
+    │   └── CallbackNotFound
+    ├── CallbackTokenError          a token that cannot complete anything
+    │   ├── InvalidCallbackToken    forged, malformed, or bound to another run
+    │   ├── CallbackTokenExpired
+    │   └── CallbackAlreadyCompleted
+    ├── RunStateError               the run is not in a state that allows the request
+    ├── StoreError                  the run store refused a write
+    │   ├── LeaseLost               another worker owns the run now (fencing)
+    │   └── CheckpointConflict      an external completion raced this checkpoint
+    ├── OperationFailed             a durable operation failed; raised in the workflow
+    │   ├── StepFailed
+    │   │   ├── StepTimedOut
+    │   │   └── StepInterrupted     an at-most-once attempt died mid-flight
+    │   ├── ChildContextFailed
+    │   ├── InvocationFailed        a child run failed
+    │   ├── CallbackFailed
+    │   ├── CallbackTimedOut
+    │   ├── EventWaitTimedOut
+    │   ├── ConditionTimedOut
+    │   └── BatchFailed             map/parallel completion rules were not met
+    ├── NonDeterminismError         code and journal disagree on replay
+    ├── SerializationError          a value cannot be stored as JSON
+    └── RunFailed                   raised to a caller awaiting a run that failed
+    RunCancelled (BaseException)    so that ``except Exception`` cannot swallow it
+
+Every error knows whether retrying can help (``retryable``) and survives a round trip
+through the store as an :class:`ErrorInfo`: a run that fails on one worker fails the same
+way when replayed on another.
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "BatchFailed",
+    "CadenzaError",
+    "CallbackAlreadyCompleted",
+    "CallbackFailed",
+    "CallbackNotFound",
+    "CallbackTimedOut",
+    "CallbackTokenError",
+    "CallbackTokenExpired",
+    "CheckpointConflict",
+    "ChildContextFailed",
+    "ConditionTimedOut",
+    "ConfigurationError",
+    "ErrorInfo",
+    "EventWaitTimedOut",
+    "InvalidCallbackToken",
+    "InvalidEventPattern",
+    "InvalidInput",
+    "InvocationFailed",
+    "LeaseLost",
+    "MissingDependency",
+    "NonDeterminismError",
+    "NotFound",
+    "OperationFailed",
+    "PayloadTooLarge",
+    "RunCancelled",
+    "RunFailed",
+    "RunNotFound",
+    "RunStateError",
+    "SerializationError",
+    "StepFailed",
+    "StepInterrupted",
+    "StepTimedOut",
+    "StoreError",
+    "WorkflowDefinitionError",
+    "WorkflowNotFound",
+]
+
+
+class CadenzaError(Exception):
+    """Base of every error cadenza raises.
+
+    ``retryable`` says whether the same request may succeed if tried again; a retry policy
+    never retries an error whose ``retryable`` is False.
+    """
+
+    retryable: bool = False
+    # Exit code of the CLI when this error ends a command; scripts rely on it.
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- the caller's mistakes -------------------------------------------------------------
+
+
+class ConfigurationError(CadenzaError):
+    exit_code = 2
+
+
+class MissingDependency(ConfigurationError):
+    """An optional backend was asked for but its extra is not installed."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f"{what} needs the '{extra}' extra: pip install 'cadenza[{extra}]'")
+        self.extra = extra
+
+
+class WorkflowDefinitionError(CadenzaError):
+    exit_code = 2
+
+
+class InvalidInput(CadenzaError):
+    exit_code = 2
+
+
+class PayloadTooLarge(InvalidInput):
+    pass
+
+
+class InvalidEventPattern(InvalidInput):
+    pass
+
+
+class NotFound(CadenzaError):
+    exit_code = 3
+
+
+class RunNotFound(NotFound):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r}; list runs with 'cadenza runs list'")
+        self.run_id = run_id
+
+
+class WorkflowNotFound(NotFound):
+    pass
+
+
+class CallbackNotFound(NotFound):
+    pass
+
+
+class CallbackTokenError(CadenzaError):
+    exit_code = 4
+
+
+class InvalidCallbackToken(CallbackTokenError):
+    pass
+
+
+class CallbackTokenExpired(CallbackTokenError):
+    pass
+
+
+class CallbackAlreadyCompleted(CallbackTokenError):
+    pass
+
+
+class RunStateError(CadenzaError):
+    exit_code = 5
+
+
+# --- the store -------------------------------------------------------------------------
+
+
+class StoreError(CadenzaError):
+    retryable = True
+
+
+class LeaseLost(StoreError):
+    """The worker's lease on the run was taken over; its checkpoint was rejected."""
+
+    retryable = False
+
+
+class CheckpointConflict(StoreError):
+    """A conditional part of a checkpoint no longer held; re-run the activation."""
+
+
+# --- run failures ----------------------------------------------------------------------
+
+
+class OperationFailed(CadenzaError):
+    """A durable operation failed. Raised identically live and on replay.
+
+    ``error_type`` and ``message`` describe the original error; ``details`` holds what it
+    carried (for example a model's raw reply); ``op_id`` and ``name`` say which operation.
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: str | None = None,
+        op_id: str | None = None,
+        name: str | None = None,
+        details: dict[str, Any] | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        self.error_type = error_type or type(self).__name__
+        self.op_id = op_id
+        self.name = name
+        self.details = details or {}
+
+
+class StepFailed(OperationFailed):
+    pass
+
+
+class StepTimedOut(StepFailed):
+    retryable = True
+
+
+class StepInterrupted(StepFailed):
+    retryable = True
+
+
+class ChildContextFailed(OperationFailed):
+    pass
+
+
+class InvocationFailed(OperationFailed):
+    pass
+
+
+class CallbackFailed(OperationFailed):
+    pass
+
+
+class CallbackTimedOut(OperationFailed):
+    pass
+
+
+class EventWaitTimedOut(OperationFailed):
+    pass
+
+
+class ConditionTimedOut(OperationFailed):
+    pass
+
+
+class BatchFailed(OperationFailed):
+    pass
+
+
+class NonDeterminismError(CadenzaError):
+    """The workflow asked for a different operation than the journal recorded here."""
+
+
+class SerializationError(CadenzaError):
+    pass
+
+
+class RunFailed(CadenzaError):
+    """Raised to whoever awaits the result of a run that ended in failure."""
+
+    def __init__(self, run_id: str, error: ErrorInfo) -> None:
+        super().__init__(f"run {run_id} failed: {error.type}: {error.message}")
+        self.run_id = run_id
+        self.error = error
+
+
+class RunCancelled(BaseException):  # noqa: N818 - mirrors asyncio.CancelledError
+    """The run was cancelled. A BaseException so ``except Exception`` does not swallow it."""
+
+
+# --- round trip through the store ------------------------------------------------------
+
+
+def _cadenza_error_types() -> dict[str, type[CadenzaError]]:
+    found: dict[str, type[CadenzaError]] = {}
+    pending: list[type[CadenzaError]] = [CadenzaError]
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """A failure as the journal keeps it: type, message, retryability and details."""
+
+    type: str
+    message: str
+    retryable: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+    traceback: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        details: dict[str, Any] = {}
+        if isinstance(exc, OperationFailed):
+            details = dict(exc.details)
+            error_type = exc.error_type
+        else:
+            error_type = type(exc).__name__
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        tb = "".join(_traceback.format_exception(exc)) if exc.__traceback__ else None
+        return cls(
+            type=error_type,
+            message=message,
+            retryable=bool(getattr(exc, "retryable", not isinstance(exc, CadenzaError))),
+            details=details,
+            traceback=tb,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.retryable:
+            data["retryable"] = True
+        if self.details:
+            data["details"] = self.details
+        if self.traceback:
+            data["traceback"] = self.traceback
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ErrorInfo:
+        return cls(
+            type=data["type"],
+            message=data["message"],
+            retryable=bool(data.get("retryable", False)),
+            details=dict(data.get("details") or {}),
+            traceback=data.get("traceback"),
+        )
+
+    def to_exception(
+        self,
+        wrapper: type[OperationFailed],
+        *,
+        op_id: str | None = None,
+        name: str | None = None,
+    ) -> OperationFailed:
+        """The exception raised in the workflow for this failure.
+
+        An :class:`OperationFailed` subclass recorded by name comes back as itself; any
+        other error (a ``ValueError`` in a step, say) comes back as ``wrapper`` carrying its
+        type and message, so live execution and replay raise the same thing.
+        """
+        known = _cadenza_error_types().get(self.type)
+        cls = known if known is not None and issubclass(known, OperationFailed) else wrapper
+        return cls(
+            self.message,
+            error_type=self.type,
+            op_id=op_id,
+            name=name,
+            details=self.details,
+            retryable=self.retryable,
+        )
