@@ -282,7 +282,7 @@ class RunFailed(CadenzaError):
         self.error = error
 
 
-class RunCancelled(BaseException):  # noqa: N818 - mirrors asyncio.CancelledError
+class RunCancelled(BaseException):
     """The run was cancelled. A BaseException so ``except Exception`` does not swallow it."""
 
 

@@ -1,0 +1,1 @@
+"""Backend adapters of the ports, one sub-package per backend, chosen by URL."""

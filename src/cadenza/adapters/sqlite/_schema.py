@@ -1,0 +1,95 @@
+"""Versioned schema of the SQLite run store. Append a list to MIGRATIONS to change it;
+never edit a migration that has shipped."""
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            version TEXT NOT NULL,
+            module TEXT,
+            status TEXT NOT NULL,
+            input TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            parent_run_id TEXT,
+            parent_op_id TEXT,
+            queue TEXT NOT NULL DEFAULT 'default',
+            priority INTEGER NOT NULL DEFAULT 0,
+            wake_at REAL,
+            lease_owner TEXT,
+            lease_epoch INTEGER NOT NULL DEFAULT 0,
+            lease_expires_at REAL,
+            wake_requested INTEGER NOT NULL DEFAULT 0,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL DEFAULT '{}',
+            trace_id TEXT,
+            idempotency_key TEXT UNIQUE,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX runs_due ON runs (status, wake_at)",
+        "CREATE INDEX runs_leases ON runs (status, lease_expires_at)",
+        "CREATE INDEX runs_parent ON runs (parent_run_id)",
+        "CREATE INDEX runs_created ON runs (created_at)",
+        """CREATE TABLE ops (
+            run_id TEXT NOT NULL,
+            op_id TEXT NOT NULL,
+            parent_id TEXT,
+            type TEXT NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            result TEXT,
+            error TEXT,
+            started_at REAL,
+            ended_at REAL,
+            data TEXT,
+            PRIMARY KEY (run_id, op_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE history (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            ts REAL NOT NULL,
+            op_id TEXT,
+            parent_id TEXT,
+            name TEXT,
+            details TEXT
+        )""",
+        "CREATE INDEX history_run ON history (run_id, seq)",
+        """CREATE TABLE callbacks (
+            callback_id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            op_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            heartbeat_timeout_s REAL,
+            heartbeat_at REAL,
+            pattern TEXT,
+            result TEXT,
+            error TEXT,
+            completed_at REAL
+        )""",
+        "CREATE INDEX callbacks_run ON callbacks (run_id)",
+        "CREATE INDEX callbacks_open ON callbacks (kind, status)",
+        """CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            event TEXT NOT NULL,
+            published_at REAL NOT NULL,
+            delivered_at REAL
+        )""",
+        "CREATE INDEX outbox_undelivered ON outbox (seq) WHERE delivered_at IS NULL",
+        """CREATE TABLE rules (
+            name TEXT PRIMARY KEY,
+            pattern TEXT NOT NULL,
+            target TEXT NOT NULL,
+            params TEXT NOT NULL,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            created_at REAL
+        )""",
+    ],
+]

@@ -1,0 +1,799 @@
+"""SqliteRunStore: the embedded run store, one SQLite file in WAL mode.
+
+Durability: ``synchronous=FULL`` by default, so a committed checkpoint survives a power
+loss as well as a process crash; ``?synchronous=NORMAL`` in the URL trades the last
+commits on power loss for speed. Several processes may share the file (a worker and the
+CLI, say): writers take SQLite's write lock with BEGIN IMMEDIATE and wait for it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlparse
+
+from cadenza.adapters.sqlite._schema import MIGRATIONS
+from cadenza.adapters.sqlite._writer import SqliteWriter
+from cadenza.errors import (
+    CallbackNotFound,
+    CheckpointConflict,
+    ConfigurationError,
+    ErrorInfo,
+    LeaseLost,
+    RunNotFound,
+    RunStateError,
+)
+from cadenza.history import HistoryEvent, HistoryEventType
+from cadenza.journal import OpRecord, OpStatus, OpType
+from cadenza.ports.run_store import (
+    CallbackKind,
+    CallbackRecord,
+    CallbackResolution,
+    CallbackStatus,
+    Checkpoint,
+    CommitResult,
+    OutboxEntry,
+    Rule,
+    RunRecord,
+    RunStatus,
+    RunStore,
+)
+
+T = TypeVar("T")
+
+_RUNNABLE = (
+    "(status = 'PENDING' OR (status = 'SUSPENDED' AND wake_at <= :now)"
+    " OR (status = 'RUNNING' AND lease_expires_at <= :now))"
+)
+_RUN_COLUMNS = (
+    "run_id, workflow, version, module, status, input, result, error, parent_run_id,"
+    " parent_op_id, queue, priority, wake_at, lease_owner, lease_epoch, lease_expires_at,"
+    " cancel_requested, state, trace_id, idempotency_key, created_at, updated_at"
+)
+_CALLBACK_COLUMNS = (
+    "callback_id, run_id, op_id, kind, status, created_at, expires_at, heartbeat_timeout_s,"
+    " heartbeat_at, pattern, result, error, completed_at"
+)
+
+
+class SqliteRunStore(RunStore):
+    """Run store on one SQLite file: ``sqlite:///path/to/cadenza.db``."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
+            raise ConfigurationError(
+                f"synchronous={synchronous!r} is not a SQLite setting; use FULL or NORMAL"
+            )
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self.url = f"sqlite:///{self.path}"
+        self._writer = SqliteWriter(self._connect)
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteRunStore:
+        parsed = urlparse(url)
+        path = parsed.path if parsed.netloc == "" else parsed.netloc + parsed.path
+        if url.startswith("sqlite:////"):
+            path = "/" + path.lstrip("/")
+        elif url.startswith("sqlite:///"):
+            path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise ConfigurationError(f"{url!r} names no file; use sqlite:///path/to/cadenza.db")
+        options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        return cls(path, synchronous=options.get("synchronous", "FULL"))
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        return conn
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._writer.submit(fn, write=True)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._writer.submit(fn, write=False)
+
+    async def open(self) -> None:
+        self._writer.start()
+        await self._write(_migrate)
+
+    async def close(self) -> None:
+        self._writer.stop()
+
+    # --- runs ---------------------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord, started: HistoryEvent) -> RunRecord:
+        def create(conn: sqlite3.Connection) -> RunRecord:
+            if run.idempotency_key is not None:
+                row = conn.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key = ?",
+                    (run.idempotency_key,),
+                ).fetchone()
+                if row is not None:
+                    return _run_from_row(row)
+            _insert_run(conn, run)
+            _insert_history(conn, run.run_id, [started])
+            return run
+
+        return await self._write(create)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        def get(conn: sqlite3.Connection) -> RunRecord:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            return _run_from_row(row)
+
+        return await self._read(get)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        parent_run_id: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        where, args = [], []
+        for column, value in (
+            ("status", status),
+            ("workflow", workflow),
+            ("parent_run_id", parent_run_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(str(value))
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, run_id DESC LIMIT ?"
+        args.append(str(limit))
+        return await self._read(
+            lambda conn: [_run_from_row(r) for r in conn.execute(sql, args).fetchall()]
+        )
+
+    async def claim_runs(
+        self,
+        *,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        workflows: Sequence[tuple[str, str]] | None = None,
+        queues: Sequence[str] | None = None,
+        run_id: str | None = None,
+    ) -> list[RunRecord]:
+        params: dict[str, Any] = {
+            "now": _ts(now),
+            "owner": owner,
+            "until": _ts(lease_until),
+            "limit": limit,
+        }
+        where = [_RUNNABLE]
+        if workflows is not None:
+            keys = [f"{name}@{version}" for name, version in workflows]
+            if not keys:
+                return []
+            names = ", ".join(f":wf{i}" for i in range(len(keys)))
+            where.append(f"workflow || '@' || version IN ({names})")
+            params.update({f"wf{i}": key for i, key in enumerate(keys)})
+        if queues is not None:
+            names = ", ".join(f":q{i}" for i in range(len(queues)))
+            where.append(f"queue IN ({names})")
+            params.update({f"q{i}": q for i, q in enumerate(queues)})
+        if run_id is not None:
+            where.append("run_id = :run_id")
+            params["run_id"] = run_id
+        sql = (
+            "UPDATE runs SET status = 'RUNNING', lease_owner = :owner,"
+            " lease_epoch = lease_epoch + 1, lease_expires_at = :until, wake_requested = 0,"
+            " updated_at = :now WHERE run_id IN (SELECT run_id FROM runs WHERE "
+            + " AND ".join(where)
+            + " ORDER BY priority DESC, created_at LIMIT :limit)"
+            f" RETURNING {_RUN_COLUMNS}"
+        )
+        return await self._write(
+            lambda conn: [_run_from_row(r) for r in conn.execute(sql, params).fetchall()]
+        )
+
+    async def renew_lease(
+        self, run_id: str, *, owner: str, epoch: int, lease_until: datetime
+    ) -> bool:
+        def renew(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ?"
+                " AND lease_epoch = ?",
+                (_ts(lease_until), run_id, owner, epoch),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(renew)
+
+    async def release_lease(self, run_id: str, *, owner: str, epoch: int) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE runs SET status = 'PENDING', lease_owner = NULL,"
+                " lease_expires_at = NULL WHERE run_id = ? AND lease_owner = ?"
+                " AND lease_epoch = ? AND status = 'RUNNING'",
+                (run_id, owner, epoch),
+            )
+        )
+
+    async def next_wake_at(
+        self, *, workflows: Sequence[tuple[str, str]] | None = None
+    ) -> datetime | None:
+        def next_wake(conn: sqlite3.Connection) -> datetime | None:
+            row = conn.execute(
+                "SELECT MIN(CASE status WHEN 'PENDING' THEN 0 WHEN 'SUSPENDED' THEN wake_at"
+                " ELSE lease_expires_at END) FROM runs"
+                " WHERE status IN ('PENDING', 'SUSPENDED', 'RUNNING')"
+            ).fetchone()
+            return _dt(row[0])
+
+        return await self._read(next_wake)
+
+    async def request_cancel(self, run_id: str, *, now: datetime) -> RunRecord:
+        def cancel(conn: sqlite3.Connection) -> RunRecord:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            run = _run_from_row(row)
+            if run.status.terminal:
+                raise RunStateError(
+                    f"run {run_id} already ended ({run.status}); there is nothing to cancel"
+                )
+            _cancel_tree(conn, run, now)
+            return _run_from_row(
+                conn.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+                ).fetchone()
+            )
+
+        return await self._write(cancel)
+
+    # --- activations --------------------------------------------------------------------
+
+    async def load_journal(self, run_id: str) -> list[OpRecord]:
+        return await self._read(
+            lambda conn: [
+                _op_from_row(r)
+                for r in conn.execute(
+                    "SELECT op_id, parent_id, type, name, status, attempt, result, error,"
+                    " started_at, ended_at, data FROM ops WHERE run_id = ?",
+                    (run_id,),
+                ).fetchall()
+            ]
+        )
+
+    async def load_callbacks(self, run_id: str) -> list[CallbackRecord]:
+        return await self._read(
+            lambda conn: [
+                _callback_from_row(r)
+                for r in conn.execute(
+                    f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE run_id = ?", (run_id,)
+                ).fetchall()
+            ]
+        )
+
+    async def commit(self, checkpoint: Checkpoint) -> CommitResult:
+        return await self._write(lambda conn: _commit(conn, checkpoint))
+
+    async def history(self, run_id: str, *, after_seq: int = 0) -> list[HistoryEvent]:
+        def read(conn: sqlite3.Connection) -> list[HistoryEvent]:
+            rows = conn.execute(
+                "SELECT seq, type, ts, op_id, parent_id, name, details FROM history"
+                " WHERE run_id = ? AND seq > ? ORDER BY seq",
+                (run_id, after_seq),
+            ).fetchall()
+            return [
+                HistoryEvent(
+                    seq=r["seq"],
+                    type=HistoryEventType(r["type"]),
+                    timestamp=_req_dt(r["ts"]),
+                    op_id=r["op_id"],
+                    parent_id=r["parent_id"],
+                    name=r["name"],
+                    details=json.loads(r["details"]) if r["details"] else {},
+                )
+                for r in rows
+            ]
+
+        return await self._read(read)
+
+    # --- callbacks ----------------------------------------------------------------------
+
+    async def get_callback(self, callback_id: str) -> CallbackRecord:
+        def get(conn: sqlite3.Connection) -> CallbackRecord:
+            row = conn.execute(
+                f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE callback_id = ?",
+                (callback_id,),
+            ).fetchone()
+            if row is None:
+                raise CallbackNotFound(f"no callback {callback_id!r}")
+            return _callback_from_row(row)
+
+        return await self._read(get)
+
+    async def complete_callback(self, resolution: CallbackResolution, *, now: datetime) -> bool:
+        return await self._write(lambda conn: _resolve_callback(conn, resolution, now))
+
+    async def heartbeat_callback(self, callback_id: str, *, now: datetime) -> bool:
+        def beat(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE callbacks SET heartbeat_at = ? WHERE callback_id = ?"
+                " AND status = 'PENDING'",
+                (_ts(now), callback_id),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(beat)
+
+    async def open_event_waiters(self) -> list[CallbackRecord]:
+        return await self._read(
+            lambda conn: [
+                _callback_from_row(r)
+                for r in conn.execute(
+                    f"SELECT {_CALLBACK_COLUMNS} FROM callbacks"
+                    " WHERE kind = 'event' AND status = 'PENDING' ORDER BY created_at"
+                ).fetchall()
+            ]
+        )
+
+    # --- events -------------------------------------------------------------------------
+
+    async def publish(self, events: Sequence[dict[str, Any]], *, now: datetime) -> None:
+        await self._write(lambda conn: _insert_events(conn, events, now))
+
+    async def fetch_outbox(self, *, limit: int) -> list[OutboxEntry]:
+        return await self._read(
+            lambda conn: [
+                _outbox_from_row(r)
+                for r in conn.execute(
+                    "SELECT seq, event, published_at, delivered_at FROM outbox"
+                    " WHERE delivered_at IS NULL ORDER BY seq LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            ]
+        )
+
+    async def mark_delivered(self, seqs: Sequence[int], *, now: datetime) -> None:
+        await self._write(
+            lambda conn: conn.executemany(
+                "UPDATE outbox SET delivered_at = ? WHERE seq = ?", [(_ts(now), s) for s in seqs]
+            )
+        )
+
+    async def list_events(self, *, limit: int = 50) -> list[OutboxEntry]:
+        return await self._read(
+            lambda conn: [
+                _outbox_from_row(r)
+                for r in conn.execute(
+                    "SELECT seq, event, published_at, delivered_at FROM outbox"
+                    " ORDER BY seq DESC LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            ]
+        )
+
+    async def put_rule(self, rule: Rule) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO rules (name, pattern, target, params, enabled, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                " pattern = excluded.pattern, target = excluded.target,"
+                " params = excluded.params, enabled = excluded.enabled",
+                (
+                    rule.name,
+                    json.dumps(rule.pattern),
+                    rule.target,
+                    json.dumps(rule.params),
+                    int(rule.enabled),
+                    _ts(rule.created_at),
+                ),
+            )
+        )
+
+    async def list_rules(self) -> list[Rule]:
+        return await self._read(
+            lambda conn: [
+                Rule(
+                    name=r["name"],
+                    pattern=json.loads(r["pattern"]),
+                    target=r["target"],
+                    params=json.loads(r["params"]),
+                    enabled=bool(r["enabled"]),
+                    created_at=_dt(r["created_at"]),
+                )
+                for r in conn.execute(
+                    "SELECT name, pattern, target, params, enabled, created_at FROM rules"
+                    " ORDER BY name"
+                ).fetchall()
+            ]
+        )
+
+    async def delete_rule(self, name: str) -> bool:
+        return await self._write(
+            lambda conn: conn.execute("DELETE FROM rules WHERE name = ?", (name,)).rowcount == 1
+        )
+
+
+# --- the work done on the writer thread ------------------------------------------------
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    current = row[0] or 0
+    for version, statements in enumerate(MIGRATIONS, start=1):
+        if version > current:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+
+def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
+    row = conn.execute(
+        "SELECT lease_owner, lease_epoch, cancel_requested, parent_run_id, parent_op_id"
+        " FROM runs WHERE run_id = ?",
+        (cp.run_id,),
+    ).fetchone()
+    if row is None:
+        raise RunNotFound(cp.run_id)
+    if row["lease_owner"] != cp.owner or row["lease_epoch"] != cp.expected_epoch:
+        raise LeaseLost(
+            f"run {cp.run_id}: lease epoch {cp.expected_epoch} of {cp.owner} is no longer"
+            f" current (now {row['lease_epoch']} of {row['lease_owner']}); checkpoint rejected"
+        )
+    for resolution in cp.resolutions:
+        if not _set_callback(conn, resolution, cp.now):
+            raise CheckpointConflict(
+                f"run {cp.run_id}: callback {resolution.callback_id} was completed meanwhile"
+            )
+    if cp.ops:
+        conn.executemany(
+            "INSERT INTO ops (run_id, op_id, parent_id, type, name, status, attempt, result,"
+            " error, started_at, ended_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run_id, op_id) DO UPDATE SET status = excluded.status,"
+            " attempt = excluded.attempt, result = excluded.result, error = excluded.error,"
+            " started_at = excluded.started_at, ended_at = excluded.ended_at,"
+            " data = excluded.data",
+            [
+                (
+                    cp.run_id,
+                    op.op_id,
+                    op.parent_id,
+                    str(op.type),
+                    op.name,
+                    str(op.status),
+                    op.attempt,
+                    op.result,
+                    _error_json(op.error),
+                    _ts(op.started_at),
+                    _ts(op.ended_at),
+                    json.dumps(op.data) if op.data else None,
+                )
+                for op in cp.ops
+            ],
+        )
+    _insert_history(conn, cp.run_id, cp.history)
+    if cp.callbacks:
+        conn.executemany(
+            f"INSERT INTO callbacks ({_CALLBACK_COLUMNS}) VALUES"
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_callback_row(cb) for cb in cp.callbacks],
+        )
+    for child in cp.children:
+        _insert_run(conn, child)
+        _insert_history(
+            conn,
+            child.run_id,
+            [
+                HistoryEvent(
+                    seq=0,
+                    type=HistoryEventType.EXECUTION_STARTED,
+                    timestamp=cp.now,
+                    details={"parent_run_id": cp.run_id, "parent_op_id": child.parent_op_id},
+                )
+            ],
+        )
+    if cp.events:
+        _insert_events(conn, cp.events, cp.now)
+
+    sets = ["updated_at = :now"]
+    params: dict[str, Any] = {"now": _ts(cp.now), "run_id": cp.run_id}
+    if cp.state is not None:
+        sets.append("state = :state")
+        params["state"] = json.dumps(cp.state)
+    if cp.outcome is not None:
+        sets += [
+            "status = :status",
+            "result = :result",
+            "error = :error",
+            "lease_owner = NULL",
+            "lease_expires_at = NULL",
+            "wake_at = NULL",
+        ]
+        params.update(
+            status=str(cp.outcome.status),
+            result=cp.outcome.result,
+            error=_error_json(cp.outcome.error),
+        )
+    elif cp.suspend:
+        sets += [
+            "status = CASE WHEN wake_requested = 1 THEN 'PENDING' ELSE 'SUSPENDED' END",
+            "wake_at = :wake_at",
+            "lease_owner = NULL",
+            "lease_expires_at = NULL",
+        ]
+        params["wake_at"] = _ts(cp.wake_at)
+    conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = :run_id", params)
+
+    if cp.outcome is not None and row["parent_run_id"] is not None:
+        status = {
+            RunStatus.SUCCEEDED: CallbackStatus.SUCCEEDED,
+        }.get(cp.outcome.status, CallbackStatus.FAILED)
+        _resolve_callback(
+            conn,
+            CallbackResolution(cp.run_id, status, cp.outcome.result, cp.outcome.error),
+            cp.now,
+        )
+    return CommitResult(cancel_requested=bool(row["cancel_requested"]))
+
+
+def _set_callback(conn: sqlite3.Connection, res: CallbackResolution, now: datetime) -> bool:
+    cur = conn.execute(
+        "UPDATE callbacks SET status = ?, result = ?, error = ?, completed_at = ?"
+        " WHERE callback_id = ? AND status = 'PENDING'",
+        (str(res.status), res.result, _error_json(res.error), _ts(now), res.callback_id),
+    )
+    return cur.rowcount == 1
+
+
+def _resolve_callback(conn: sqlite3.Connection, res: CallbackResolution, now: datetime) -> bool:
+    """Resolve a callback from outside its run and wake the run, unless it already ended."""
+    row = conn.execute(
+        "SELECT c.run_id, r.status FROM callbacks c JOIN runs r ON r.run_id = c.run_id"
+        " WHERE c.callback_id = ?",
+        (res.callback_id,),
+    ).fetchone()
+    if row is None:
+        raise CallbackNotFound(f"no callback {res.callback_id!r}")
+    if RunStatus(row["status"]).terminal:
+        raise RunStateError(
+            f"run {row['run_id']} already ended ({row['status']}); its callbacks are closed"
+        )
+    if not _set_callback(conn, res, now):
+        return False
+    _wake(conn, row["run_id"], now)
+    return True
+
+
+def _wake(conn: sqlite3.Connection, run_id: str, now: datetime) -> None:
+    conn.execute(
+        "UPDATE runs SET wake_requested = 1, updated_at = ?,"
+        " status = CASE status WHEN 'SUSPENDED' THEN 'PENDING' ELSE status END"
+        " WHERE run_id = ?",
+        (_ts(now), run_id),
+    )
+
+
+def _cancel_tree(conn: sqlite3.Connection, run: RunRecord, now: datetime) -> None:
+    held = run.status == RunStatus.RUNNING and (
+        run.lease_expires_at is not None and run.lease_expires_at > now
+    )
+    if held:
+        # The worker sees the flag at its next checkpoint and stops the run itself.
+        conn.execute(
+            "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE run_id = ?",
+            (_ts(now), run.run_id),
+        )
+    else:
+        error = ErrorInfo(type="RunCancelled", message=f"run {run.run_id} was cancelled")
+        conn.execute(
+            "UPDATE runs SET status = 'CANCELLED', cancel_requested = 1, error = ?,"
+            " lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL, updated_at = ?"
+            " WHERE run_id = ?",
+            (_error_json(error), _ts(now), run.run_id),
+        )
+        _insert_history(
+            conn,
+            run.run_id,
+            [HistoryEvent(seq=0, type=HistoryEventType.EXECUTION_CANCELLED, timestamp=now)],
+        )
+        if run.parent_run_id is not None:
+            parent = conn.execute(
+                "SELECT status FROM runs WHERE run_id = ?", (run.parent_run_id,)
+            ).fetchone()
+            if parent is not None and not RunStatus(parent["status"]).terminal:
+                res = CallbackResolution(run.run_id, CallbackStatus.FAILED, error=error)
+                _resolve_callback(conn, res, now)
+    for row in conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE parent_run_id = ?"
+        " AND status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')",
+        (run.run_id,),
+    ).fetchall():
+        _cancel_tree(conn, _run_from_row(row), now)
+
+
+def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
+    conn.execute(
+        f"INSERT INTO runs ({_RUN_COLUMNS}, wake_requested) VALUES"
+        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        (
+            run.run_id,
+            run.workflow,
+            run.version,
+            run.module,
+            str(run.status),
+            run.input,
+            run.result,
+            _error_json(run.error),
+            run.parent_run_id,
+            run.parent_op_id,
+            run.queue,
+            run.priority,
+            _ts(run.wake_at),
+            run.lease_owner,
+            run.lease_epoch,
+            _ts(run.lease_expires_at),
+            int(run.cancel_requested),
+            json.dumps(run.state),
+            run.trace_id,
+            run.idempotency_key,
+            _ts(run.created_at),
+            _ts(run.updated_at),
+        ),
+    )
+
+
+def _insert_history(conn: sqlite3.Connection, run_id: str, events: list[HistoryEvent]) -> None:
+    if events:
+        conn.executemany(
+            "INSERT INTO history (run_id, type, ts, op_id, parent_id, name, details)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run_id,
+                    str(e.type),
+                    _ts(e.timestamp),
+                    e.op_id,
+                    e.parent_id,
+                    e.name,
+                    json.dumps(e.details, default=str) if e.details else None,
+                )
+                for e in events
+            ],
+        )
+
+
+def _insert_events(
+    conn: sqlite3.Connection, events: Sequence[dict[str, Any]], now: datetime
+) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO outbox (event_id, event, published_at) VALUES (?, ?, ?)",
+        [(e["id"], json.dumps(e), _ts(now)) for e in events],
+    )
+
+
+# --- rows <-> records ------------------------------------------------------------------
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def _dt(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+
+def _req_dt(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _error_json(error: ErrorInfo | None) -> str | None:
+    return json.dumps(error.to_dict()) if error is not None else None
+
+
+def _error(text: str | None) -> ErrorInfo | None:
+    return ErrorInfo.from_dict(json.loads(text)) if text else None
+
+
+def _run_from_row(r: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        run_id=r["run_id"],
+        workflow=r["workflow"],
+        version=r["version"],
+        module=r["module"],
+        status=RunStatus(r["status"]),
+        input=r["input"],
+        result=r["result"],
+        error=_error(r["error"]),
+        parent_run_id=r["parent_run_id"],
+        parent_op_id=r["parent_op_id"],
+        queue=r["queue"],
+        priority=r["priority"],
+        wake_at=_dt(r["wake_at"]),
+        lease_owner=r["lease_owner"],
+        lease_epoch=r["lease_epoch"],
+        lease_expires_at=_dt(r["lease_expires_at"]),
+        cancel_requested=bool(r["cancel_requested"]),
+        state=json.loads(r["state"]),
+        trace_id=r["trace_id"],
+        idempotency_key=r["idempotency_key"],
+        created_at=_req_dt(r["created_at"]),
+        updated_at=_req_dt(r["updated_at"]),
+    )
+
+
+def _op_from_row(r: sqlite3.Row) -> OpRecord:
+    return OpRecord(
+        op_id=r["op_id"],
+        parent_id=r["parent_id"],
+        type=OpType(r["type"]),
+        name=r["name"],
+        status=OpStatus(r["status"]),
+        attempt=r["attempt"],
+        result=r["result"],
+        error=_error(r["error"]),
+        started_at=_dt(r["started_at"]),
+        ended_at=_dt(r["ended_at"]),
+        data=json.loads(r["data"]) if r["data"] else {},
+    )
+
+
+def _callback_row(cb: CallbackRecord) -> tuple[Any, ...]:
+    return (
+        cb.callback_id,
+        cb.run_id,
+        cb.op_id,
+        str(cb.kind),
+        str(cb.status),
+        _ts(cb.created_at),
+        _ts(cb.expires_at),
+        cb.heartbeat_timeout_s,
+        _ts(cb.heartbeat_at),
+        json.dumps(cb.pattern) if cb.pattern is not None else None,
+        cb.result,
+        _error_json(cb.error),
+        _ts(cb.completed_at),
+    )
+
+
+def _callback_from_row(r: sqlite3.Row) -> CallbackRecord:
+    return CallbackRecord(
+        callback_id=r["callback_id"],
+        run_id=r["run_id"],
+        op_id=r["op_id"],
+        kind=CallbackKind(r["kind"]),
+        status=CallbackStatus(r["status"]),
+        created_at=_req_dt(r["created_at"]),
+        expires_at=_dt(r["expires_at"]),
+        heartbeat_timeout_s=r["heartbeat_timeout_s"],
+        heartbeat_at=_dt(r["heartbeat_at"]),
+        pattern=json.loads(r["pattern"]) if r["pattern"] else None,
+        result=r["result"],
+        error=_error(r["error"]),
+        completed_at=_dt(r["completed_at"]),
+    )
+
+
+def _outbox_from_row(r: sqlite3.Row) -> OutboxEntry:
+    return OutboxEntry(
+        seq=r["seq"],
+        event=json.loads(r["event"]),
+        published_at=_req_dt(r["published_at"]),
+        delivered_at=_dt(r["delivered_at"]),
+    )

@@ -1,0 +1,1010 @@
+"""The Context: every non-deterministic thing a workflow does goes through it.
+
+Each operation takes the next id of its context ("4", or "4.2" inside child context "4"),
+looks it up in the journal, and either returns the recorded outcome (replay) or executes
+live and records the outcome before the workflow moves on. Names follow the AWS Durable
+Execution SDK for Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import logging
+import random as _random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+
+from cadenza.batch import BatchItem, BatchResult, CompletionConfig, CompletionReason, ItemStatus
+from cadenza.clock import iso, parse_iso
+from cadenza.engine.activation import Abort, Fatal, Suspend
+from cadenza.errors import (
+    CallbackFailed,
+    CallbackTimedOut,
+    ChildContextFailed,
+    ConditionTimedOut,
+    ErrorInfo,
+    EventWaitTimedOut,
+    InvocationFailed,
+    OperationFailed,
+    RunCancelled,
+    SerializationError,
+    StepFailed,
+    StepInterrupted,
+    StepTimedOut,
+    WorkflowDefinitionError,
+    WorkflowNotFound,
+)
+from cadenza.history import HistoryEventType as H
+from cadenza.journal import OpRecord, OpStatus, OpType
+from cadenza.ports.run_store import (
+    CallbackKind,
+    CallbackRecord,
+    CallbackResolution,
+    CallbackStatus,
+    RunRecord,
+    RunStatus,
+)
+from cadenza.retry import RetryPolicy
+from cadenza.state import AgentState
+from cadenza.workflow import WorkflowDefinition, lookup
+
+if TYPE_CHECKING:
+    from cadenza.engine.activation import Activation
+    from cadenza.ports.artifact_store import ArtifactStore
+
+T = TypeVar("T")
+
+#: Token lifetime of a callback that has no timeout of its own.
+DEFAULT_TOKEN_LIFETIME = timedelta(days=365)
+
+
+class StepSemantics(StrEnum):
+    AT_LEAST_ONCE = "at-least-once"  # an attempt that died before its checkpoint runs again
+    AT_MOST_ONCE = "at-most-once"  # an attempt that died counts as failed; never run twice
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Handed to a step function that declares a first parameter of this type."""
+
+    run_id: str
+    op_id: str
+    name: str
+    attempt: int
+    idempotency_key: str  # stable across attempts and replays: give it to external systems
+    logger: logging.Logger
+    artifacts: ArtifactStore | None
+
+
+@dataclass(frozen=True)
+class WaitDecision:
+    """What ``wait_for_condition`` does after a check: stop, or check again after a delay."""
+
+    should_continue: bool
+    delay: timedelta = timedelta(0)
+
+    @classmethod
+    def stop(cls) -> WaitDecision:
+        return cls(False)
+
+    @classmethod
+    def continue_after(cls, delay: timedelta) -> WaitDecision:
+        return cls(True, delay)
+
+
+def poll_until(
+    done: Callable[[Any], bool],
+    *,
+    every: timedelta = timedelta(seconds=5),
+    backoff_rate: float = 1.0,
+    max_interval: timedelta = timedelta(minutes=5),
+    max_attempts: int | None = None,
+) -> Callable[[Any, int], WaitDecision]:
+    """A wait strategy: stop when ``done(state)``; else check again, backing off."""
+
+    def strategy(state: Any, attempt: int) -> WaitDecision:
+        if done(state):
+            return WaitDecision.stop()
+        if max_attempts is not None and attempt >= max_attempts:
+            raise ConditionTimedOut(f"condition still not met after {attempt} checks")
+        seconds = every.total_seconds() * backoff_rate ** (attempt - 1)
+        return WaitDecision.continue_after(
+            timedelta(seconds=min(seconds, max_interval.total_seconds()))
+        )
+
+    return strategy
+
+
+class Callback:
+    """A pending callback: hand ``token`` to whoever completes it, then ``await result()``."""
+
+    def __init__(self, ctx: Context, op_id: str, name: str, callback_id: str, token: str):
+        self._ctx = ctx
+        self.op_id = op_id
+        self.name = name
+        self.id = callback_id
+        self.token = token
+
+    async def result(self) -> Any:
+        return await self._ctx._await_callback(self.op_id, OpType.CALLBACK)
+
+
+class Context:
+    def __init__(self, activation: Activation, context_id: str) -> None:
+        self._act = activation
+        self.id = context_id
+        self._ops = 0
+        self._draws = 0
+
+    # --- identity and state -------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self._act.run.run_id
+
+    @property
+    def workflow(self) -> WorkflowDefinition:
+        return self._act.definition
+
+    @property
+    def state(self) -> AgentState:
+        return self._act.state
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the next operation still has a recorded outcome."""
+        return self._op_id(self._ops + 1) in self._act.journal
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger that stays quiet while replaying, so each line is written once."""
+        return _ReplayAwareLogger(self)
+
+    def now(self) -> datetime:
+        """The current time, recorded so that replay sees the same value."""
+        op_id, rec = self._begin(OpType.NOW, "now")
+        if rec is not None:
+            return parse_iso(json.loads(rec.result or "null"))
+        value = self._act.now()
+        self._act.record(
+            OpRecord(
+                op_id,
+                OpType.NOW,
+                "now",
+                OpStatus.SUCCEEDED,
+                self._parent,
+                result=json.dumps(iso(value)),
+                started_at=value,
+                ended_at=value,
+            )
+        )
+        return value
+
+    def uuid(self) -> str:
+        """A UUID that is the same on every replay."""
+        self._draws += 1
+        return self._act.deterministic_id(self.id, "uuid", str(self._draws))
+
+    def random(self) -> float:
+        """A number in [0, 1) that is the same on every replay."""
+        self._draws += 1
+        return _random.Random(
+            self._act.deterministic_id(self.id, "random", str(self._draws))
+        ).random()
+
+    # --- step ---------------------------------------------------------------------------
+
+    async def step(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
+    ) -> Any:
+        """Run ``fn(*args)`` once and checkpoint its result; retry per ``retry``."""
+        name = name or _callable_name(fn)
+        op_id, rec = self._begin(OpType.STEP, name)
+        act = self._act
+        return_type = _return_type(fn)
+        if rec is not None and rec.status.terminal:
+            return await self._outcome(rec, StepFailed, return_type)
+        policy = retry or act.engine.default_retry
+        started_at = rec.started_at if rec and rec.started_at else act.now()
+        attempt = rec.attempt if rec else 0
+        while True:
+            if rec is not None and rec.status == OpStatus.PENDING:  # backing off before a retry
+                due = parse_iso(rec.data["next_attempt_at"])
+                if act.now() < due:
+                    raise act.suspend_until(due)
+            elif rec is not None and rec.status == OpStatus.STARTED:  # an attempt died
+                if semantics == StepSemantics.AT_MOST_ONCE:
+                    interrupted = StepInterrupted(
+                        f"attempt {rec.attempt} of step '{name}' was interrupted before it"
+                        " reported; an at-most-once step never runs an attempt twice"
+                    )
+                    rec = await self._step_failed(rec, interrupted, policy)
+                    continue
+                attempt = rec.attempt - 1
+            attempt += 1
+            rec = OpRecord(
+                op_id,
+                OpType.STEP,
+                name,
+                OpStatus.STARTED,
+                self._parent,
+                attempt=attempt,
+                started_at=started_at,
+            )
+            act.record(rec)
+            act.note(H.STEP_STARTED, rec, attempt=attempt)
+            if semantics == StepSemantics.AT_MOST_ONCE:
+                await act.flush()
+            act.executed += 1
+            try:
+                value = await self._call(fn, args, rec, timeout)
+                text = await act.codec.encode(value, what=f"the result of step '{name}'")
+            except (Abort, Fatal, Suspend, RunCancelled, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                rec = await self._step_failed(rec, exc, policy)
+                continue
+            done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now())
+            act.record(done)
+            act.note(H.STEP_SUCCEEDED, done, attempt=attempt)
+            await act.flush()
+            return await act.codec.decode(text, return_type, what=f"the result of step '{name}'")
+
+    async def _call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        rec: OpRecord,
+        timeout: timedelta | None,
+    ) -> Any:
+        act = self._act
+        if _wants_step_context(fn):
+            step_ctx = StepContext(
+                run_id=self.run_id,
+                op_id=rec.op_id,
+                name=rec.name,
+                attempt=rec.attempt,
+                idempotency_key=f"{self.run_id}/{rec.op_id}",
+                logger=logging.getLogger(f"cadenza.step.{rec.name}"),
+                artifacts=act.engine.artifacts,
+            )
+            args = (step_ctx, *args)
+        awaitable: Awaitable[Any]
+        if _is_async(fn):
+            awaitable = fn(*args)
+        else:
+            awaitable = asyncio.to_thread(fn, *args)
+        try:
+            if timeout is None:
+                value = await awaitable
+            else:
+                value = await asyncio.wait_for(awaitable, timeout.total_seconds())
+        except TimeoutError:
+            raise StepTimedOut(
+                f"attempt {rec.attempt} of step '{rec.name}' did not finish within {timeout}"
+            ) from None
+        if inspect.isawaitable(value):  # a sync lambda that returned a coroutine
+            value = await value
+        return value
+
+    async def _step_failed(
+        self, rec: OpRecord, exc: BaseException, policy: RetryPolicy
+    ) -> OpRecord:
+        act = self._act
+        act.count_error()
+        info = ErrorInfo.from_exception(exc)
+        if isinstance(exc, SerializationError):
+            info = ErrorInfo(info.type, info.message, retryable=False, traceback=info.traceback)
+        if not isinstance(exc, SerializationError) and policy.should_retry(exc, rec.attempt):
+            due = act.now() + policy.delay(rec.attempt)
+            retrying = rec.evolve(
+                status=OpStatus.PENDING, error=info, data={"next_attempt_at": iso(due)}
+            )
+            act.record(retrying)
+            act.note(
+                H.STEP_FAILED,
+                retrying,
+                attempt=rec.attempt,
+                error=_brief(info),
+                next_attempt_at=iso(due),
+            )
+            await act.flush()
+            return retrying
+        failed = rec.evolve(status=OpStatus.FAILED, error=info, ended_at=act.now())
+        act.record(failed)
+        act.note(H.STEP_FAILED, failed, attempt=rec.attempt, error=_brief(info), final=True)
+        await act.flush()
+        raise info.to_exception(StepFailed, op_id=rec.op_id, name=rec.name)
+
+    # --- wait ---------------------------------------------------------------------------
+
+    async def wait(self, duration: timedelta | float, *, name: str | None = None) -> None:
+        """Sleep durably: the run suspends and holds no process until the time comes."""
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+        name = name or "wait"
+        op_id, rec = self._begin(OpType.WAIT, name)
+        act = self._act
+        if rec is not None and rec.status.terminal:
+            return
+        if rec is None:
+            now = act.now()
+            rec = OpRecord(
+                op_id,
+                OpType.WAIT,
+                name,
+                OpStatus.PENDING,
+                self._parent,
+                started_at=now,
+                data={"until": iso(now + timedelta(seconds=seconds))},
+            )
+            act.record(rec)
+            act.note(H.WAIT_STARTED, rec, seconds=seconds, until=rec.data["until"])
+            await act.flush()
+        until = parse_iso(rec.data["until"])
+        if act.now() < until:
+            raise act.suspend_until(until)
+        done = rec.evolve(status=OpStatus.SUCCEEDED, ended_at=act.now())
+        act.record(done)
+        act.note(H.WAIT_SUCCEEDED, done)
+
+    # --- callbacks and events -----------------------------------------------------------
+
+    async def create_callback(
+        self,
+        *,
+        name: str | None = None,
+        timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
+    ) -> Callback:
+        """A callback whose ``token`` an outside party uses to succeed or fail it."""
+        name = name or "callback"
+        op_id, rec = self._begin(OpType.CALLBACK, name)
+        rec = rec or await self._open_callback(
+            op_id, OpType.CALLBACK, name, CallbackKind.CALLBACK, timeout, heartbeat_timeout
+        )
+        callback_id = rec.data["callback_id"]
+        token = self._act.tokens.issue(
+            callback_id, self.run_id, op_id, parse_iso(rec.data["token_expires_at"])
+        )
+        return Callback(self, op_id, name, callback_id, token)
+
+    async def wait_for_callback(
+        self,
+        submitter: Callable[..., Any],
+        *,
+        name: str | None = None,
+        timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Any:
+        """Create a callback, hand its token to ``submitter`` (a step), await the outcome."""
+        name = name or _callable_name(submitter)
+
+        async def waiting(child: Context) -> Any:
+            callback = await child.create_callback(
+                name="callback", timeout=timeout, heartbeat_timeout=heartbeat_timeout
+            )
+            await child.step(submitter, callback.token, name="submit", retry=retry)
+            return await callback.result()
+
+        return await self.run_in_child_context(waiting, name=name)
+
+    async def wait_for_event(
+        self,
+        pattern: dict[str, Any],
+        *,
+        name: str | None = None,
+        timeout: timedelta | None = None,
+    ) -> dict[str, Any]:
+        """Suspend until an event matching an EventBridge ``pattern`` is published."""
+        from cadenza.events.patterns import compile_pattern
+
+        compile_pattern(pattern)  # a malformed pattern fails here, not when events arrive
+        name = name or "event"
+        op_id, rec = self._begin(OpType.EVENT_WAIT, name)
+        if rec is None:
+            await self._open_callback(
+                op_id, OpType.EVENT_WAIT, name, CallbackKind.EVENT, timeout, None, pattern
+            )
+        result: dict[str, Any] = await self._await_callback(op_id, OpType.EVENT_WAIT)
+        return result
+
+    async def emit(
+        self, detail_type: str, detail: dict[str, Any], *, source: str | None = None
+    ) -> str:
+        """Publish an event; it leaves with the checkpoint (transactional outbox)."""
+        from cadenza.events.envelope import Event
+
+        op_id, rec = self._begin(OpType.EMIT, detail_type)
+        if rec is not None:
+            return str(rec.data["event_id"])
+        act = self._act
+        now = act.now()
+        event = Event.new(
+            detail_type,
+            json.loads(json.dumps(detail, default=str)),
+            source=source or f"cadenza.workflow.{self.workflow.name}",
+            run_id=self.run_id,
+            trace_id=act.run.trace_id,
+            causation_id=act.run.trace_id and f"{self.run_id}/{op_id}",
+            id=act.deterministic_id("event", op_id),
+            time=now,
+        )
+        rec = OpRecord(
+            op_id,
+            OpType.EMIT,
+            detail_type,
+            OpStatus.SUCCEEDED,
+            self._parent,
+            started_at=now,
+            ended_at=now,
+            data={"event_id": event.id},
+        )
+        act.record(rec)
+        act.add_event(event.to_dict())
+        act.note(H.EVENT_EMITTED, rec, event_id=event.id, source=event.source)
+        await act.flush()
+        return event.id
+
+    async def _open_callback(
+        self,
+        op_id: str,
+        op_type: OpType,
+        name: str,
+        kind: CallbackKind,
+        timeout: timedelta | None,
+        heartbeat_timeout: timedelta | None,
+        pattern: dict[str, Any] | None = None,
+    ) -> OpRecord:
+        act = self._act
+        now = act.now()
+        callback_id = act.deterministic_id("callback", op_id)
+        expires_at = now + timeout if timeout is not None else None
+        act.add_callback(
+            CallbackRecord(
+                callback_id,
+                self.run_id,
+                op_id,
+                kind,
+                CallbackStatus.PENDING,
+                now,
+                expires_at=expires_at,
+                heartbeat_timeout_s=heartbeat_timeout.total_seconds()
+                if heartbeat_timeout
+                else None,
+                pattern=pattern,
+            )
+        )
+        rec = OpRecord(
+            op_id,
+            op_type,
+            name,
+            OpStatus.PENDING,
+            self._parent,
+            started_at=now,
+            data={
+                "callback_id": callback_id,
+                "token_expires_at": iso(expires_at or now + DEFAULT_TOKEN_LIFETIME),
+            },
+        )
+        act.record(rec)
+        started = H.CALLBACK_STARTED if kind == CallbackKind.CALLBACK else H.EVENT_WAIT_STARTED
+        act.note(
+            started,
+            rec,
+            callback_id=callback_id,
+            timeout_s=timeout.total_seconds() if timeout else None,
+            heartbeat_timeout_s=heartbeat_timeout.total_seconds() if heartbeat_timeout else None,
+            pattern=pattern,
+        )
+        await act.flush()
+        return rec
+
+    async def _await_callback(self, op_id: str, op_type: OpType) -> Any:
+        act = self._act
+        rec = act.journal[op_id]
+        failure = CallbackFailed if op_type == OpType.CALLBACK else EventWaitTimedOut
+        if rec.status.terminal:
+            return await self._outcome(rec, failure, None)
+        callback = act.callbacks[rec.data["callback_id"]]
+        now = act.now()
+        names = {
+            OpType.CALLBACK: (H.CALLBACK_SUCCEEDED, H.CALLBACK_FAILED, H.CALLBACK_TIMED_OUT),
+            OpType.EVENT_WAIT: (H.EVENT_WAIT_SUCCEEDED, H.CALLBACK_FAILED, H.EVENT_WAIT_TIMED_OUT),
+        }[op_type]
+        if callback.status == CallbackStatus.SUCCEEDED:
+            done = rec.evolve(status=OpStatus.SUCCEEDED, result=callback.result, ended_at=now)
+            act.record(done)
+            act.note(names[0], done)
+            await act.flush()
+            return await act.codec.decode(callback.result)
+        deadline = callback.deadline()
+        timed_out = callback.status == CallbackStatus.TIMED_OUT or (
+            callback.status == CallbackStatus.PENDING and deadline is not None and now >= deadline
+        )
+        if callback.status == CallbackStatus.FAILED or timed_out:
+            if timed_out:
+                kind = CallbackTimedOut if op_type == OpType.CALLBACK else EventWaitTimedOut
+                error = ErrorInfo(
+                    kind.__name__,
+                    f"{rec.type} '{rec.name}' timed out at"
+                    f" {iso(deadline) if deadline else iso(now)}",
+                )
+                if callback.status == CallbackStatus.PENDING:
+                    act.resolve(
+                        CallbackResolution(
+                            callback.callback_id, CallbackStatus.TIMED_OUT, error=error
+                        )
+                    )
+            else:
+                error = callback.error or ErrorInfo("CallbackFailed", "the callback failed")
+            failed = rec.evolve(status=OpStatus.FAILED, error=error, ended_at=now)
+            act.record(failed)
+            act.note(names[2] if timed_out else names[1], failed, error=_brief(error))
+            await act.flush()
+            raise error.to_exception(failure, op_id=op_id, name=rec.name)
+        raise act.suspend_until(deadline)
+
+    # --- composition --------------------------------------------------------------------
+
+    async def run_in_child_context(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, name: str | None = None
+    ) -> T:
+        """Run ``fn(child_ctx, *args)`` as one unit; its failure raises here."""
+        name = name or _callable_name(fn)
+        op_id, rec = self._begin(OpType.CONTEXT, name)
+        ok, outcome = await self._run_child(op_id, name, fn, args, rec)
+        if ok:
+            return await self._act.codec.decode(outcome, _return_type(fn))  # type: ignore[no-any-return]
+        assert isinstance(outcome, ErrorInfo)
+        raise outcome.to_exception(ChildContextFailed, op_id=op_id, name=name)
+
+    async def _run_child(
+        self,
+        op_id: str,
+        name: str,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        rec: OpRecord | None,
+    ) -> tuple[bool, Any]:
+        """(True, result JSON text) or (False, ErrorInfo); Suspend and aborts propagate."""
+        act = self._act
+        if rec is not None and rec.status.terminal:
+            act.replayed += 1
+            if rec.status == OpStatus.SUCCEEDED:
+                return True, rec.result
+            return False, rec.error
+        if rec is None:
+            rec = OpRecord(
+                op_id,
+                OpType.CONTEXT,
+                name,
+                OpStatus.STARTED,
+                self._parent_of(op_id),
+                started_at=act.now(),
+            )
+            act.record(rec)
+            act.note(H.CONTEXT_STARTED, rec)
+        child = Context(act, op_id)
+        try:
+            value = await fn(child, *args)
+            text = await act.codec.encode(value, what=f"the result of '{name}'")
+        except (Abort, Fatal, Suspend, RunCancelled, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            info = ErrorInfo.from_exception(exc)
+            failed = rec.evolve(status=OpStatus.FAILED, error=info, ended_at=act.now())
+            act.record(failed)
+            act.note(H.CONTEXT_FAILED, failed, error=_brief(info))
+            return False, info
+        done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now())
+        act.record(done)
+        act.note(H.CONTEXT_SUCCEEDED, done)
+        return True, text
+
+    async def map(
+        self,
+        items: Sequence[Any],
+        fn: Callable[[Context, Any], Awaitable[Any]],
+        *,
+        name: str | None = None,
+        max_concurrency: int | None = None,
+        completion: CompletionConfig | None = None,
+    ) -> BatchResult:
+        """Run ``fn(child_ctx, item)`` for every item, each in its own child context."""
+        items = list(items)
+        branches = [functools.partial(_call_with_item, fn, item) for item in items]
+        types = [_return_type(fn)] * len(items)
+        return await self._batch(
+            OpType.MAP,
+            name or f"map:{_callable_name(fn)}",
+            branches,
+            types,
+            max_concurrency,
+            completion,
+        )
+
+    async def parallel(
+        self,
+        branches: Sequence[Callable[[Context], Awaitable[Any]]],
+        *,
+        name: str | None = None,
+        max_concurrency: int | None = None,
+        completion: CompletionConfig | None = None,
+    ) -> BatchResult:
+        """Run each ``branch(child_ctx)`` concurrently, each in its own child context."""
+        branches = list(branches)
+        types = [_return_type(b) for b in branches]
+        return await self._batch(
+            OpType.PARALLEL, name or "parallel", branches, types, max_concurrency, completion
+        )
+
+    async def _batch(
+        self,
+        op_type: OpType,
+        name: str,
+        branches: list[Callable[[Context], Awaitable[Any]]],
+        types: list[Any],
+        max_concurrency: int | None,
+        completion: CompletionConfig | None,
+    ) -> BatchResult:
+        if max_concurrency is not None and max_concurrency < 1:
+            raise WorkflowDefinitionError(f"{op_type} '{name}': max_concurrency must be >= 1")
+        completion = completion or CompletionConfig()
+        op_id, rec = self._begin(op_type, name)
+        act = self._act
+        if rec is not None and rec.status.terminal:
+            data = await act.codec.decode(rec.result)
+            return await self._typed_batch(BatchResult.from_dict(data), types)
+        if rec is None:
+            rec = OpRecord(
+                op_id,
+                op_type,
+                name,
+                OpStatus.STARTED,
+                self._parent,
+                started_at=act.now(),
+                data={"size": len(branches)},
+            )
+            act.record(rec)
+            act.note(H.CONTEXT_STARTED, rec, operation=str(op_type), size=len(branches))
+        total = len(branches)
+        outcomes: dict[int, tuple[bool, Any]] = {}
+        gate = asyncio.Semaphore(max_concurrency or max(total, 1))
+        decided = asyncio.Event()
+        reason: list[CompletionReason] = (
+            [completion.verdict(0, 0, total) or CompletionReason.ALL_COMPLETED]
+            if total == 0
+            else []
+        )
+        suspended = False
+        escape: BaseException | None = None
+
+        async def run_item(index: int) -> None:
+            nonlocal suspended, escape
+            async with gate:
+                if decided.is_set():
+                    return
+                child_id = f"{op_id}.{index + 1}"
+                child_rec = act.journal.get(child_id)
+                try:
+                    outcomes[index] = await self._run_child(
+                        child_id, f"{name}[{index}]", branches[index], (), child_rec
+                    )
+                except Suspend:
+                    suspended = True
+                    return
+                except (Abort, Fatal, RunCancelled) as exc:
+                    escape = escape or exc
+                    decided.set()
+                    return
+            succeeded = sum(1 for ok, _ in outcomes.values() if ok)
+            verdict = completion.verdict(succeeded, len(outcomes) - succeeded, total)
+            if verdict is not None and not decided.is_set():
+                reason.append(verdict)
+                decided.set()
+
+        tasks = [asyncio.create_task(run_item(i)) for i in range(total)]
+        waiter = asyncio.create_task(decided.wait())
+        try:
+            pending = set(tasks)
+            while pending and not decided.is_set():
+                _, pending = await asyncio.wait(
+                    pending | {waiter}, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(waiter)
+        finally:
+            waiter.cancel()
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if escape is not None:
+            raise escape
+        if not reason:
+            if suspended:
+                raise Suspend()
+            reason.append(CompletionReason.ALL_COMPLETED)
+        items = []
+        for index in range(total):
+            if index not in outcomes:
+                items.append(BatchItem(index, ItemStatus.STARTED))
+                continue
+            ok, value = outcomes[index]
+            if ok:
+                items.append(BatchItem(index, ItemStatus.SUCCEEDED, json.loads(value)))
+            else:
+                items.append(BatchItem(index, ItemStatus.FAILED, error=value))
+        result = BatchResult(items, reason[0])
+        text = await act.codec.encode(result.to_dict(), what=f"the result of {op_type} '{name}'")
+        done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now())
+        act.record(done)
+        act.note(
+            H.CONTEXT_SUCCEEDED,
+            done,
+            completion_reason=str(result.completion_reason),
+            succeeded=result.success_count,
+            failed=result.failure_count,
+        )
+        return await self._typed_batch(result, types)
+
+    async def _typed_batch(self, result: BatchResult, types: list[Any]) -> BatchResult:
+        from cadenza.serde import convert
+
+        items = [
+            BatchItem(i.index, i.status, convert(i.result, types[i.index]), i.error)
+            if i.status == ItemStatus.SUCCEEDED and i.index < len(types)
+            else i
+            for i in result.items
+        ]
+        return BatchResult(items, result.completion_reason)
+
+    # --- child runs and conditions ------------------------------------------------------
+
+    async def invoke(
+        self, workflow: WorkflowDefinition | str, input: Any = None, *, name: str | None = None
+    ) -> Any:
+        """Start ``workflow`` as a child run and await its result."""
+        definition = workflow if isinstance(workflow, WorkflowDefinition) else lookup(workflow)
+        if definition is None:
+            raise WorkflowNotFound(f"no workflow named {workflow!r} is registered")
+        name = name or definition.name
+        op_id, rec = self._begin(OpType.INVOKE, name)
+        act = self._act
+        if rec is not None and rec.status.terminal:
+            return await self._outcome(rec, InvocationFailed, definition.output_type)
+        if rec is None:
+            now = act.now()
+            child_id = f"{self.run_id}.{op_id}"
+            child_input = await act.engine.encode_input(definition, input)
+            act.add_child(
+                RunRecord(
+                    run_id=child_id,
+                    workflow=definition.name,
+                    version=definition.version,
+                    status=RunStatus.PENDING,
+                    input=child_input,
+                    created_at=now,
+                    updated_at=now,
+                    module=definition.module,
+                    parent_run_id=self.run_id,
+                    parent_op_id=op_id,
+                    queue=definition.queue,
+                    trace_id=act.run.trace_id,
+                    state=act.engine.initial_document(child_id, now),
+                )
+            )
+            act.add_callback(
+                CallbackRecord(
+                    child_id, self.run_id, op_id, CallbackKind.INVOKE, CallbackStatus.PENDING, now
+                )
+            )
+            rec = OpRecord(
+                op_id,
+                OpType.INVOKE,
+                name,
+                OpStatus.PENDING,
+                self._parent,
+                started_at=now,
+                data={"callback_id": child_id, "child_run_id": child_id},
+            )
+            act.record(rec)
+            act.note(
+                H.INVOKE_STARTED,
+                rec,
+                child_run_id=child_id,
+                workflow=f"{definition.name}@{definition.version}",
+            )
+            await act.flush()
+        callback = act.callbacks[rec.data["callback_id"]]
+        if callback.status == CallbackStatus.PENDING:
+            raise act.suspend_until(None)
+        if callback.status == CallbackStatus.SUCCEEDED:
+            done = rec.evolve(status=OpStatus.SUCCEEDED, result=callback.result, ended_at=act.now())
+            act.record(done)
+            act.note(H.INVOKE_SUCCEEDED, done)
+            await act.flush()
+            return await act.codec.decode(callback.result, definition.output_type)
+        error = callback.error or ErrorInfo("InvocationFailed", "the child run failed")
+        failed = rec.evolve(status=OpStatus.FAILED, error=error, ended_at=act.now())
+        act.record(failed)
+        act.note(H.INVOKE_FAILED, failed, error=_brief(error))
+        await act.flush()
+        raise error.to_exception(InvocationFailed, op_id=op_id, name=name)
+
+    async def wait_for_condition(
+        self,
+        check: Callable[..., Any],
+        initial_state: Any,
+        *,
+        wait_strategy: Callable[[Any, int], WaitDecision],
+        name: str | None = None,
+    ) -> Any:
+        """Poll durably: ``state = check(state)`` until ``wait_strategy`` says stop."""
+        name = name or _callable_name(check)
+        op_id, rec = self._begin(OpType.CONDITION, name)
+        act = self._act
+        if rec is not None and rec.status.terminal:
+            return await self._outcome(rec, StepFailed, None)
+        if rec is not None:
+            next_at = parse_iso(rec.data["next_at"])
+            if act.now() < next_at:
+                raise act.suspend_until(next_at)
+            state = await act.codec.decode(rec.data["state"])
+            attempt = rec.attempt
+        else:
+            rec = OpRecord(
+                op_id, OpType.CONDITION, name, OpStatus.STARTED, self._parent, started_at=act.now()
+            )
+            state, attempt = initial_state, 0
+        attempt += 1
+        act.executed += 1
+        rec = rec.evolve(attempt=attempt)
+        try:
+            state = await self._call(check, (state,), rec, None)
+            text = await act.codec.encode(state, what=f"the state of condition '{name}'")
+            decision = wait_strategy(json.loads(text), attempt)
+        except (Abort, Fatal, Suspend, RunCancelled, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            info = ErrorInfo.from_exception(exc)
+            failed = rec.evolve(status=OpStatus.FAILED, error=info, ended_at=act.now())
+            act.record(failed)
+            act.note(
+                H.STEP_FAILED,
+                failed,
+                operation="wait_for_condition",
+                attempt=attempt,
+                error=_brief(info),
+            )
+            await act.flush()
+            raise info.to_exception(StepFailed, op_id=op_id, name=name) from None
+        if not decision.should_continue:
+            done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now(), data={})
+            act.record(done)
+            act.note(H.STEP_SUCCEEDED, done, operation="wait_for_condition", attempt=attempt)
+            await act.flush()
+            return json.loads(text)
+        next_at = act.now() + decision.delay
+        waiting = rec.evolve(status=OpStatus.PENDING, data={"state": text, "next_at": iso(next_at)})
+        act.record(waiting)
+        act.note(
+            H.WAIT_STARTED,
+            waiting,
+            operation="wait_for_condition",
+            attempt=attempt,
+            until=iso(next_at),
+        )
+        await act.flush()
+        raise act.suspend_until(next_at)
+
+    # --- internals ----------------------------------------------------------------------
+
+    @property
+    def _parent(self) -> str | None:
+        return self.id or None
+
+    @staticmethod
+    def _parent_of(op_id: str) -> str | None:
+        head, sep, _ = op_id.rpartition(".")
+        return head if sep else None
+
+    def _op_id(self, position: int) -> str:
+        return f"{self.id}.{position}" if self.id else str(position)
+
+    def _begin(self, op_type: OpType, name: str) -> tuple[str, OpRecord | None]:
+        self._ops += 1
+        op_id = self._op_id(self._ops)
+        rec = self._act.journal.get(op_id)
+        if rec is not None:
+            if rec.type != op_type or rec.name != name:
+                raise self._act.nondeterminism(op_id, rec, str(op_type), name)
+            if rec.status.terminal:
+                self._act.replayed += 1
+        return op_id, rec
+
+    async def _outcome(self, rec: OpRecord, failure: type[OperationFailed], tp: Any) -> Any:
+        if rec.status == OpStatus.SUCCEEDED:
+            return await self._act.codec.decode(rec.result, tp, what=f"the result of '{rec.name}'")
+        if rec.type == OpType.STEP:
+            self._act.count_error()
+        error = rec.error or ErrorInfo("OperationFailed", f"'{rec.name}' failed")
+        raise error.to_exception(failure, op_id=rec.op_id, name=rec.name)
+
+
+class _ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(logging.getLogger(f"cadenza.workflow.{ctx.workflow.name}"), {})
+        self._ctx = ctx
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self._ctx.is_replaying and super().isEnabledFor(level)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self._ctx.run_id}] {msg}", kwargs
+
+
+async def _call_with_item(
+    fn: Callable[[Context, Any], Awaitable[Any]], item: Any, ctx: Context
+) -> Any:
+    return await fn(ctx, item)
+
+
+def _brief(error: ErrorInfo) -> dict[str, Any]:
+    return {"type": error.type, "message": error.message}
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return "lambda" if name == "<lambda>" else name
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_async(fn: Callable[..., Any]) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _wants_step_context(fn: Callable[..., Any]) -> bool:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if not params:
+        return False
+    annotation = params[0].annotation
+    return annotation is StepContext or annotation == "StepContext"
+
+
+@functools.lru_cache(maxsize=1024)
+def _return_type(fn: Callable[..., Any]) -> Any:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    try:
+        hint = get_type_hints(fn).get("return")
+    except Exception:
+        return None
+    if hint is None or hint is type(None):
+        return None
+    origin = getattr(hint, "__origin__", None)
+    if origin is not None and getattr(origin, "__name__", "") in ("Awaitable", "Coroutine"):
+        return None
+    return hint

@@ -1,0 +1,320 @@
+"""One activation: run a workflow function from the top over its journal, until it ends or
+suspends.
+
+Operations find their outcome in the journal (replay) or execute live and add records to a
+buffer. ``flush()`` turns the buffer into one Checkpoint; while one commit is in flight the
+records of concurrent branches accumulate and go out together in the next. A commit the
+store rejects (the lease was lost, a callback raced) aborts the activation with a
+BaseException that workflow code cannot swallow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from cadenza.clock import iso
+from cadenza.errors import (
+    CadenzaError,
+    ErrorInfo,
+    LeaseLost,
+    NonDeterminismError,
+    RunCancelled,
+    SerializationError,
+    StoreError,
+)
+from cadenza.history import HistoryEvent, HistoryEventType
+from cadenza.journal import OpRecord
+from cadenza.ports.run_store import (
+    CallbackRecord,
+    CallbackResolution,
+    Checkpoint,
+    RunOutcome,
+    RunRecord,
+    RunStatus,
+)
+from cadenza.state import AgentState, AgentStatus
+from cadenza.workflow import WorkflowDefinition
+
+if TYPE_CHECKING:
+    from cadenza.engine.engine import Engine
+
+
+class Suspend(BaseException):
+    """An operation cannot finish in this activation; the run will be woken later."""
+
+
+class Abort(BaseException):
+    """The store refused a checkpoint; stop the activation without writing more."""
+
+    def __init__(self, cause: CadenzaError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class Fatal(BaseException):
+    """Replay found the code and the journal disagreeing; the run must fail."""
+
+    def __init__(self, cause: NonDeterminismError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass
+class ActivationResult:
+    run_id: str
+    status: RunStatus | None  # None when aborted
+    wake_at: datetime | None = None
+    replayed: int = 0
+    executed: int = 0
+    aborted: CadenzaError | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass
+class _Buffer:
+    ops: dict[str, OpRecord] = field(default_factory=dict)
+    history: list[HistoryEvent] = field(default_factory=list)
+    callbacks: list[CallbackRecord] = field(default_factory=list)
+    resolutions: list[CallbackResolution] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    children: list[RunRecord] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.ops
+            or self.history
+            or self.callbacks
+            or self.resolutions
+            or self.events
+            or self.children
+        )
+
+
+class Activation:
+    def __init__(
+        self,
+        engine: Engine,
+        run: RunRecord,
+        definition: WorkflowDefinition,
+        journal: list[OpRecord],
+        callbacks: list[CallbackRecord],
+    ) -> None:
+        self.engine = engine
+        self.run = run
+        self.definition = definition
+        self.journal = {op.op_id: op for op in journal}
+        self.callbacks = {cb.callback_id: cb for cb in callbacks}
+        self.codec = engine.codec
+        self.tokens = engine.tokens
+        document = json.loads(json.dumps(run.state)) if run.state else {}
+        metadata = dict(document.get("metadata", {}))
+        metadata["invocationCount"] = int(metadata.get("invocationCount", 0)) + 1
+        metadata["errorCount"] = 0  # recounted by replay
+        self.state = AgentState(self.engine.initial_state(run, metadata))
+        self._stored_state = json.dumps(run.state, sort_keys=True)
+        self._buffer = _Buffer()
+        self._lock = asyncio.Lock()
+        self._failure: Abort | None = None
+        self._wake_times: list[datetime | None] = []
+        self.cancel_requested = run.cancel_requested
+        self.replayed = 0
+        self.executed = 0
+
+    # --- used by operations -------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.engine.clock.now()
+
+    def record(self, op: OpRecord) -> None:
+        self.journal[op.op_id] = op
+        self._buffer.ops[op.op_id] = op
+
+    def note(self, type: HistoryEventType, op: OpRecord | None = None, **details: Any) -> None:
+        self._buffer.history.append(
+            HistoryEvent(
+                seq=0,
+                type=type,
+                timestamp=self.now(),
+                op_id=op.op_id if op else None,
+                parent_id=op.parent_id if op else None,
+                name=op.name if op else None,
+                details={k: v for k, v in details.items() if v is not None},
+            )
+        )
+
+    def add_callback(self, callback: CallbackRecord) -> None:
+        self.callbacks[callback.callback_id] = callback
+        self._buffer.callbacks.append(callback)
+
+    def resolve(self, resolution: CallbackResolution) -> None:
+        self._buffer.resolutions.append(resolution)
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        self._buffer.events.append(event)
+
+    def add_child(self, child: RunRecord) -> None:
+        self._buffer.children.append(child)
+
+    def count_error(self) -> None:
+        metadata = self.state.to_dict().setdefault("metadata", {})
+        metadata["errorCount"] = int(metadata.get("errorCount", 0)) + 1
+
+    def suspend_until(self, when: datetime | None) -> Suspend:
+        self._wake_times.append(when)
+        return Suspend()
+
+    def deterministic_id(self, *parts: str) -> str:
+        digest = hashlib.sha256("/".join((self.run.run_id, *parts)).encode()).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
+    def nondeterminism(self, op_id: str, recorded: OpRecord, type: str, name: str) -> Fatal:
+        return Fatal(
+            NonDeterminismError(
+                f"run {self.run.run_id}, operation {op_id}: the journal recorded"
+                f" {recorded.type} '{recorded.name}' here but the workflow now asks for"
+                f" {type} '{name}'. The code of {self.definition.name} v"
+                f"{self.definition.version} changed in a way that breaks replay: deploy the"
+                " change as a new workflow version and keep this one for its running runs"
+            )
+        )
+
+    async def flush(self) -> None:
+        """Commit everything buffered so far (and whatever concurrent branches add)."""
+        async with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            if self._buffer:
+                await self._commit(self._checkpoint())
+        if self.cancel_requested:
+            raise RunCancelled()
+
+    # --- the activation itself ----------------------------------------------------------
+
+    async def execute(self) -> ActivationResult:
+        from cadenza.context import Context  # the context imports this module
+
+        started = time.perf_counter()
+        ctx = Context(self, "")
+        status: RunStatus | None
+        outcome: RunOutcome | None = None
+        try:
+            if self.cancel_requested:
+                raise RunCancelled()
+            if self.definition.takes_input:
+                value = await self.codec.decode(
+                    self.run.input, self.definition.input_type, what="the run's input"
+                )
+                result = await self.definition.fn(ctx, value)
+            else:
+                result = await self.definition.fn(ctx)
+            if self.definition.output_type not in (None, type(None)):
+                from cadenza.serde import convert
+
+                result = convert(result, self.definition.output_type, what="the result")
+            text = await self.codec.encode(result, what="the workflow's result")
+            outcome = RunOutcome(RunStatus.SUCCEEDED, result=text)
+            self.state.status = self.state.get("status") or AgentStatus.COMPLETED
+            self.note(HistoryEventType.EXECUTION_SUCCEEDED, result=_preview(text))
+        except Suspend:
+            outcome = None
+        except Abort as abort:
+            return self._aborted(abort.cause)
+        except Fatal as fatal:
+            outcome = self._failed(fatal.cause)
+        except RunCancelled:
+            error = ErrorInfo(type="RunCancelled", message=f"run {self.run.run_id} was cancelled")
+            outcome = RunOutcome(RunStatus.CANCELLED, error=error)
+            self.note(HistoryEventType.EXECUTION_CANCELLED)
+        except (Exception, SerializationError) as exc:
+            outcome = self._failed(exc)
+
+        wake_at = None
+        if outcome is None:
+            known = [t for t in self._wake_times if t is not None]
+            wake_at = min(known) if known else None
+        self.note(
+            HistoryEventType.INVOCATION_COMPLETED,
+            replayed=self.replayed,
+            executed=self.executed,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        async with self._lock:
+            if self._failure is not None:
+                return self._aborted(self._failure.cause)
+            checkpoint = self._checkpoint()
+            checkpoint.outcome = outcome
+            checkpoint.suspend = outcome is None
+            checkpoint.wake_at = wake_at
+            try:
+                await self._commit(checkpoint)
+            except Abort as abort:
+                return self._aborted(abort.cause)
+        status = outcome.status if outcome else RunStatus.SUSPENDED
+        return ActivationResult(
+            self.run.run_id,
+            status,
+            wake_at=wake_at,
+            replayed=self.replayed,
+            executed=self.executed,
+            error=outcome.error if outcome else None,
+        )
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException) -> RunOutcome:
+        error = ErrorInfo.from_exception(exc)
+        self.state.status = AgentStatus.FAILED
+        self.note(HistoryEventType.EXECUTION_FAILED, error=error.to_dict())
+        return RunOutcome(RunStatus.FAILED, error=error)
+
+    def _aborted(self, cause: CadenzaError) -> ActivationResult:
+        return ActivationResult(
+            self.run.run_id, None, replayed=self.replayed, executed=self.executed, aborted=cause
+        )
+
+    def _checkpoint(self) -> Checkpoint:
+        buffer, self._buffer = self._buffer, _Buffer()
+        now = self.now()
+        checkpoint = Checkpoint(
+            run_id=self.run.run_id,
+            owner=self.run.lease_owner or "",
+            expected_epoch=self.run.lease_epoch,
+            now=now,
+            ops=list(buffer.ops.values()),
+            history=buffer.history,
+            callbacks=buffer.callbacks,
+            resolutions=buffer.resolutions,
+            events=buffer.events,
+            children=buffer.children,
+        )
+        document = self.state.to_dict()
+        text = json.dumps(document, sort_keys=True, default=str)
+        if text != self._stored_state:
+            document.setdefault("metadata", {})["lastUpdated"] = iso(now)
+            checkpoint.state = json.loads(json.dumps(document, default=str))
+            self._stored_state = json.dumps(document, sort_keys=True, default=str)
+        return checkpoint
+
+    async def _commit(self, checkpoint: Checkpoint) -> None:
+        try:
+            result = await asyncio.shield(self.engine.store.commit(checkpoint))
+        except (LeaseLost, StoreError) as exc:
+            self._failure = Abort(exc)
+            raise self._failure from exc
+        except CadenzaError as exc:  # e.g. CheckpointConflict, RunNotFound
+            self._failure = Abort(exc)
+            raise self._failure from exc
+        if result.cancel_requested:
+            self.cancel_requested = True
+        self.engine.committed(self.run, checkpoint)
+
+
+def _preview(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"

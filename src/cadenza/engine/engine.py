@@ -1,0 +1,307 @@
+"""The Engine: what every shape of cadenza runs — start runs, activate them, complete
+callbacks, cancel, publish events — over whichever store and artifact store it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from cadenza.clock import Clock, iso
+from cadenza.engine.activation import Activation, ActivationResult
+from cadenza.errors import (
+    CallbackAlreadyCompleted,
+    CallbackNotFound,
+    CallbackTokenExpired,
+    CheckpointConflict,
+    ErrorInfo,
+    InvalidCallbackToken,
+    InvalidInput,
+    PayloadTooLarge,
+    RunFailed,
+    RunStateError,
+    WorkflowNotFound,
+)
+from cadenza.history import HistoryEvent, HistoryEventType
+from cadenza.ports.artifact_store import ArtifactStore
+from cadenza.ports.run_store import (
+    CallbackRecord,
+    CallbackResolution,
+    CallbackStatus,
+    Checkpoint,
+    RunRecord,
+    RunStatus,
+    RunStore,
+)
+from cadenza.retry import RetryPolicy
+from cadenza.security.tokens import CallbackTokens
+from cadenza.serde import PayloadCodec, convert
+from cadenza.state import new_state_document
+from cadenza.workflow import WorkflowDefinition, load, lookup
+
+log = logging.getLogger("cadenza.engine")
+
+#: Inputs, results and callback payloads larger than this are refused outright; anything
+#: above the claim-check threshold (64 KiB) but below this goes to the artifact store.
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+
+Listener = Callable[[RunRecord, Checkpoint], None]
+
+
+class Engine:
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        secret: bytes,
+        artifacts: ArtifactStore | None = None,
+        clock: Clock | None = None,
+        owner: str | None = None,
+        default_retry: RetryPolicy | None = None,
+        lease: timedelta = timedelta(seconds=30),
+        claim_check_bytes: int = 64 * 1024,
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.clock = clock or Clock()
+        self.codec = PayloadCodec(artifacts, threshold=claim_check_bytes)
+        self.tokens = CallbackTokens(secret)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.default_retry = default_retry or RetryPolicy()
+        self.lease = lease
+        self._listeners: list[Listener] = []
+        self._wakeups: list[asyncio.Event] = []
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # --- observers ----------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(run, checkpoint)`` after every committed checkpoint."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def wakeup_event(self) -> asyncio.Event:
+        """An event set whenever something may have become runnable in this process."""
+        event = asyncio.Event()
+        self._wakeups.append(event)
+        return event
+
+    def poke(self) -> None:
+        for event in self._wakeups:
+            event.set()
+
+    def committed(self, run: RunRecord, checkpoint: Checkpoint) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(run, checkpoint)
+            except Exception:  # an observer must never break a run
+                log.exception("checkpoint listener failed")
+        if checkpoint.children or checkpoint.events or checkpoint.releases:
+            self.poke()
+
+    # --- starting runs ------------------------------------------------------------------
+
+    def initial_document(self, run_id: str, now: datetime) -> dict[str, Any]:
+        return new_state_document(run_id, iso(now))
+
+    def initial_state(self, run: RunRecord, metadata: dict[str, Any]) -> dict[str, Any]:
+        document = self.initial_document(run.run_id, run.created_at)
+        document["metadata"].update(metadata)
+        return document
+
+    async def encode_input(self, definition: WorkflowDefinition, value: Any) -> str:
+        if definition.takes_input:
+            value = convert(
+                value, definition.input_type, what=f"input of workflow {definition.name!r}"
+            )
+        elif value is not None:
+            raise InvalidInput(f"workflow {definition.name!r} takes no input")
+        text = await self.codec.encode(value, what="the input")
+        if len(text) > MAX_PAYLOAD_BYTES:
+            raise PayloadTooLarge(f"input is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+        return text
+
+    async def start(
+        self,
+        workflow: WorkflowDefinition,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        idempotency_key: str | None = None,
+        priority: int = 0,
+        queue: str | None = None,
+        trace_id: str | None = None,
+    ) -> RunRecord:
+        """Create a run of ``workflow``; a worker (or ``drive``) executes it."""
+        encoded = await self.encode_input(workflow, input)
+        now = self.clock.now()
+        run_id = run_id or f"r-{uuid.uuid4().hex[:12]}"
+        run = RunRecord(
+            run_id=run_id,
+            workflow=workflow.name,
+            version=workflow.version,
+            status=RunStatus.PENDING,
+            input=encoded,
+            created_at=now,
+            updated_at=now,
+            module=workflow.module,
+            queue=queue or workflow.queue,
+            priority=priority,
+            state=self.initial_document(run_id, now),
+            trace_id=trace_id or uuid.uuid4().hex,
+            idempotency_key=idempotency_key,
+        )
+        started = HistoryEvent(
+            seq=0,
+            type=HistoryEventType.EXECUTION_STARTED,
+            timestamp=now,
+            details={"workflow": workflow.name, "version": workflow.version},
+        )
+        created = await self.store.create_run(run, started)
+        self.poke()
+        return created
+
+    # --- executing ----------------------------------------------------------------------
+
+    def resolve(self, run: RunRecord) -> WorkflowDefinition | None:
+        definition = lookup(run.workflow, run.version)
+        if definition is None and run.module:
+            try:
+                load(run.module)
+            except WorkflowNotFound as exc:
+                log.warning("run %s: cannot import %s: %s", run.run_id, run.module, exc)
+            definition = lookup(run.workflow, run.version)
+        return definition
+
+    async def activate(self, run: RunRecord) -> ActivationResult:
+        """Run one claimed run until it ends or suspends (replaying its journal first)."""
+        definition = self.resolve(run)
+        if definition is None:
+            return await self._park_unknown(run)
+        for _ in range(10):
+            journal = await self.store.load_journal(run.run_id)
+            callbacks = await self.store.load_callbacks(run.run_id)
+            result = await Activation(self, run, definition, journal, callbacks).execute()
+            if not isinstance(result.aborted, CheckpointConflict):
+                if result.aborted is not None:
+                    log.warning("run %s: activation aborted: %s", run.run_id, result.aborted)
+                return result
+            # A callback was completed while we ran: replay with the fresh outcome.
+        return result
+
+    async def _park_unknown(self, run: RunRecord) -> ActivationResult:
+        """A run this process cannot execute: hand it back for a worker that can."""
+        log.warning(
+            "run %s needs workflow %s version %s, which this process does not have;"
+            " keep that version registered (and importable) until its runs end",
+            run.run_id,
+            run.workflow,
+            run.version,
+        )
+        now = self.clock.now()
+        retry_at = now + timedelta(seconds=60)
+        await self.store.commit(
+            Checkpoint(
+                run.run_id,
+                run.lease_owner or "",
+                run.lease_epoch,
+                now,
+                suspend=True,
+                wake_at=retry_at,
+            )
+        )
+        return ActivationResult(run.run_id, RunStatus.SUSPENDED, wake_at=retry_at)
+
+    async def result(self, run_id: str, tp: Any = None) -> Any:
+        """The result of an ended run; RunFailed if it failed."""
+        run = await self.store.get_run(run_id)
+        if run.status == RunStatus.SUCCEEDED:
+            return await self.codec.decode(run.result, tp)
+        if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise RunFailed(run_id, run.error or ErrorInfo("Unknown", "no error recorded"))
+        raise RunStateError(f"run {run_id} has not ended yet (it is {run.status})")
+
+    # --- callbacks ----------------------------------------------------------------------
+
+    async def callback_for(self, token: str) -> CallbackRecord:
+        """The pending callback a token may complete, or the error saying why not."""
+        now = self.clock.now()
+        claims = self.tokens.verify(token, now=now)
+        try:
+            callback = await self.store.get_callback(claims.callback_id)
+        except CallbackNotFound:
+            raise InvalidCallbackToken(
+                f"the token names callback {claims.callback_id}, which this deployment does"
+                " not have (another store?)"
+            ) from None
+        if callback.run_id != claims.run_id or callback.op_id != claims.op_id:
+            raise InvalidCallbackToken("the token is bound to another run or operation")
+        if callback.status != CallbackStatus.PENDING:
+            raise CallbackAlreadyCompleted(
+                f"callback {claims.op_id} of run {claims.run_id} already ended"
+                f" ({callback.status}); a token completes its callback once"
+            )
+        deadline = callback.deadline()
+        if deadline is not None and now >= deadline:
+            raise CallbackTokenExpired(
+                f"callback token expired at {deadline:%Y-%m-%dT%H:%M:%SZ} (run"
+                f" {claims.run_id}, op {claims.op_id}); the run has moved on or will time"
+                f" out: see 'cadenza runs show {claims.run_id}'"
+            )
+        return callback
+
+    async def succeed_callback(self, token: str, payload: Any = None) -> CallbackRecord:
+        callback = await self.callback_for(token)
+        text = await self.codec.encode(payload, what="the callback payload")
+        if len(text) > MAX_PAYLOAD_BYTES:
+            raise PayloadTooLarge(f"payload is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+        return await self._complete(callback, CallbackStatus.SUCCEEDED, result=text)
+
+    async def fail_callback(
+        self, token: str, *, error: str = "CallbackFailed", message: str = ""
+    ) -> CallbackRecord:
+        callback = await self.callback_for(token)
+        info = ErrorInfo(type=error, message=message or f"{error} (from the callback)")
+        return await self._complete(callback, CallbackStatus.FAILED, error=info)
+
+    async def heartbeat_callback(self, token: str) -> CallbackRecord:
+        callback = await self.callback_for(token)
+        if not await self.store.heartbeat_callback(callback.callback_id, now=self.clock.now()):
+            raise CallbackAlreadyCompleted(f"callback {callback.op_id} already ended")
+        return callback
+
+    async def _complete(
+        self,
+        callback: CallbackRecord,
+        status: CallbackStatus,
+        *,
+        result: str | None = None,
+        error: ErrorInfo | None = None,
+    ) -> CallbackRecord:
+        resolution = CallbackResolution(callback.callback_id, status, result, error)
+        if not await self.store.complete_callback(resolution, now=self.clock.now()):
+            raise CallbackAlreadyCompleted(
+                f"callback {callback.op_id} of run {callback.run_id} was completed meanwhile;"
+                " a token completes its callback once"
+            )
+        self.poke()
+        return callback
+
+    # --- control ------------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> RunRecord:
+        run = await self.store.request_cancel(run_id, now=self.clock.now())
+        self.poke()
+        return run
+
+    async def publish(self, events: list[dict[str, Any]]) -> None:
+        await self.store.publish(events, now=self.clock.now())
+        self.poke()

@@ -1,0 +1,34 @@
+"""The small async ports the engine depends on; adapters live in ``cadenza.adapters``."""
+
+from cadenza.ports.artifact_store import ArtifactStore, content_key
+from cadenza.ports.run_store import (
+    CallbackKind,
+    CallbackRecord,
+    CallbackResolution,
+    CallbackStatus,
+    Checkpoint,
+    CommitResult,
+    OutboxEntry,
+    Rule,
+    RunOutcome,
+    RunRecord,
+    RunStatus,
+    RunStore,
+)
+
+__all__ = [
+    "ArtifactStore",
+    "CallbackKind",
+    "CallbackRecord",
+    "CallbackResolution",
+    "CallbackStatus",
+    "Checkpoint",
+    "CommitResult",
+    "OutboxEntry",
+    "Rule",
+    "RunOutcome",
+    "RunRecord",
+    "RunStatus",
+    "RunStore",
+    "content_key",
+]
