@@ -394,7 +394,7 @@ class Context:
 
         async def waiting(child: Context) -> Any:
             callback = await child.create_callback(
-                name="callback", timeout=timeout, heartbeat_timeout=heartbeat_timeout
+                name=name, timeout=timeout, heartbeat_timeout=heartbeat_timeout
             )
             await child.step(submitter, callback.token, name="submit", retry=retry)
             return await callback.result()

@@ -36,7 +36,19 @@ again, identically, on every replay)::
     │   └── BatchFailed             map/parallel completion rules were not met
     ├── NonDeterminismError         code and journal disagree on replay
     ├── SerializationError          a value cannot be stored as JSON
-    └── RunFailed                   raised to a caller awaiting a run that failed
+    ├── RunFailed                   raised to a caller awaiting a run that failed
+    ├── ModelError                  a model call failed
+    │   ├── ModelNotFound           unknown provider or model (also a ConfigurationError)
+    │   ├── ModelThrottled          retryable: the provider asked us to slow down
+    │   ├── ModelUnavailable        retryable: the provider or model is down or loading
+    │   ├── ModelTimeout            retryable: no reply in time
+    │   ├── ModelResponseError      a reply that cannot be understood
+    │   ├── StructuredOutputError   a reply that failed its schema after the repairs
+    │   └── BudgetExceeded          the token or cost budget is spent
+    └── ToolError                   a tool call cannot be made; the message suits a model
+        ├── UnknownTool
+        ├── ToolNotAllowed          not on the agent's allow-list
+        └── ToolArgumentsInvalid    arguments that fail the tool's schema
     RunCancelled (BaseException)    so that ``except Exception`` cannot swallow it
 
 Every error knows whether retrying can help (``retryable``) and survives a round trip
@@ -52,6 +64,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BatchFailed",
+    "BudgetExceeded",
     "CadenzaError",
     "CallbackAlreadyCompleted",
     "CallbackFailed",
@@ -71,6 +84,12 @@ __all__ = [
     "InvocationFailed",
     "LeaseLost",
     "MissingDependency",
+    "ModelError",
+    "ModelNotFound",
+    "ModelResponseError",
+    "ModelThrottled",
+    "ModelTimeout",
+    "ModelUnavailable",
     "NonDeterminismError",
     "NotFound",
     "OperationFailed",
@@ -84,6 +103,11 @@ __all__ = [
     "StepInterrupted",
     "StepTimedOut",
     "StoreError",
+    "StructuredOutputError",
+    "ToolArgumentsInvalid",
+    "ToolError",
+    "ToolNotAllowed",
+    "UnknownTool",
     "WorkflowDefinitionError",
     "WorkflowNotFound",
 ]
@@ -370,3 +394,88 @@ class ErrorInfo:
             details=self.details,
             retryable=self.retryable,
         )
+
+
+# --- models and tools ------------------------------------------------------------------
+
+
+class ModelError(CadenzaError):
+    """A model call failed. Adapters translate their vendor's errors into the subclasses."""
+
+
+class ModelNotFound(ModelError, ConfigurationError):
+    """The ``provider:model`` name names no known provider, or the model does not exist."""
+
+
+class ModelThrottled(ModelError):
+    retryable = True
+
+
+class ModelUnavailable(ModelError):
+    retryable = True
+
+
+class ModelTimeout(ModelError):
+    retryable = True
+
+
+class ModelResponseError(ModelError):
+    """The provider answered with something that is not a usable reply."""
+
+
+class StructuredOutputError(ModelError):
+    """The reply still failed its schema after the repair attempts.
+
+    ``raw_reply`` is the last reply as the model wrote it; ``errors`` the validation errors.
+    """
+
+    def __init__(self, message: str, *, raw_reply: str, errors: list[str]) -> None:
+        super().__init__(message)
+        self.raw_reply = raw_reply
+        self.errors = list(errors)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {"raw_reply": self.raw_reply, "errors": self.errors}
+
+
+class BudgetExceeded(ModelError):
+    """The token or cost budget is spent; no further model call is made."""
+
+
+class ToolError(CadenzaError):
+    """A tool call cannot be made as asked. The message is written to be fed back to a model."""
+
+
+class UnknownTool(ToolError):
+    def __init__(self, name: str, available: list[str]) -> None:
+        listing = ", ".join(sorted(available)) or "none"
+        super().__init__(f"there is no tool named {name!r}; the tools you can call are: {listing}")
+        self.tool = name
+        self.available = sorted(available)
+
+
+class ToolNotAllowed(ToolError):
+    def __init__(self, name: str, allowed: list[str]) -> None:
+        listing = ", ".join(sorted(allowed)) or "none"
+        super().__init__(
+            f"the tool {name!r} is not allowed for this agent; the tools you can call are: "
+            f"{listing}"
+        )
+        self.tool = name
+        self.allowed = sorted(allowed)
+
+
+class ToolArgumentsInvalid(ToolError):
+    def __init__(self, name: str, errors: list[str]) -> None:
+        super().__init__(
+            f"invalid arguments for tool {name!r}: "
+            + "; ".join(errors)
+            + ". Call it again with arguments that match its parameters."
+        )
+        self.tool = name
+        self.errors = list(errors)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {"tool": self.tool, "errors": self.errors}

@@ -29,6 +29,7 @@ import json
 import math
 import socket
 from collections.abc import Callable, Mapping
+from operator import eq, ge, gt, le, lt
 from typing import Any, Final
 
 from cadenza.errors import InvalidEventPattern
@@ -51,30 +52,30 @@ _Predicate = Callable[[Any], bool]
 _Node = Callable[[Any], int]
 _Path = tuple[str, ...]
 
-_OPERATORS: Final = frozenset(
-    {
-        "prefix",
-        "suffix",
-        "equals-ignore-case",
-        "wildcard",
-        "anything-but",
-        "numeric",
-        "exists",
-        "cidr",
-    }
-)
 _ANYTHING_BUT_OPERATORS: Final = ("prefix", "suffix", "wildcard", "equals-ignore-case")
+_OPERATORS: Final = frozenset(
+    {*_ANYTHING_BUT_OPERATORS, "anything-but", "numeric", "exists", "cidr"}
+)
+_COMPARE: Final[dict[Any, Callable[[Any, Any], bool]]] = {
+    "=": eq,
+    "<": lt,
+    "<=": le,
+    ">": gt,
+    ">=": ge,
+}
 _NUMERIC_SHAPES: Final = '[">", 0, "<=", 5], [">=", 1], ["<", 10] or ["=", 3.5]'
 
 
 class EventPattern:
     """A compiled event pattern. Build one with :func:`compile_pattern`."""
 
-    __slots__ = ("_node", "_pattern")
+    __slots__ = ("_key", "_node", "_pattern")
 
     def __init__(self, pattern: dict[str, Any], node: _Node) -> None:
         self._pattern = pattern
         self._node = node
+        # Compared as canonical JSON: as dicts, [true] would equal [1].
+        self._key = json.dumps(pattern, sort_keys=True)
 
     @property
     def pattern(self) -> dict[str, Any]:
@@ -93,10 +94,10 @@ class EventPattern:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EventPattern):
             return NotImplemented
-        return self._pattern == other._pattern
+        return self._key == other._key
 
     def __hash__(self) -> int:
-        return hash(json.dumps(self._pattern, sort_keys=True))
+        return hash(self._key)
 
     def __repr__(self) -> str:
         return f"EventPattern({json.dumps(self._pattern)})"
@@ -226,10 +227,12 @@ def _object_node(
     or_groups: tuple[tuple[_Node, ...], ...],
     when_missing: int,
 ) -> _Node:
+    missing = _MISSING
+
     def match_object(obj: dict[str, Any]) -> int:
         outcome = _ABSENT
         for key, child in fields:
-            result = child(obj.get(key, _MISSING))
+            result = child(obj.get(key, missing))
             if not result:
                 return _NO
             if result == _POSITIVE:
@@ -268,7 +271,10 @@ def _object_node(
 
 
 def _flatten(values: list[Any]) -> list[Any]:
-    if not any(isinstance(v, list) for v in values):
+    for v in values:
+        if isinstance(v, list):
+            break
+    else:
         return values
     flat: list[Any] = []
     for v in values:
@@ -308,9 +314,9 @@ def _compile_leaf(alternatives: list[Any], path: _Path) -> tuple[_Node, int]:
                 f"each alternative must be a string, number, boolean, null or a match "
                 f'expression like {{"prefix": "a"}}, got {_show(alt)}',
             )
-    accepts = _accepts(frozenset(exact), tuple(checks))
     when_missing = _ABSENT if exists_false else _NO
-    return _leaf_node(accepts, exists_true, when_missing), when_missing
+    node = _leaf_node(frozenset(exact), tuple(checks), exists_true, when_missing)
+    return node, when_missing
 
 
 # True == 1 and hash(True) == hash(1) in Python, but a pattern's true never matches 1.
@@ -329,12 +335,6 @@ def _exact_key(value: Any) -> Any:
 def _accepts(exact: frozenset[Any], checks: tuple[_Predicate, ...]) -> _Predicate:
     """One predicate for all alternatives of a leaf: exact values by one set lookup (so 5
     matches 5.0, as numbers), then the match expressions in order."""
-    if not checks:
-
-        def accepts_exact(value: Any) -> bool:
-            return (value if value.__class__ is not bool else _exact_key(value)) in exact
-
-        return accepts_exact
 
     def accepts(value: Any) -> bool:
         if (value if value.__class__ is not bool else _exact_key(value)) in exact:
@@ -347,26 +347,37 @@ def _accepts(exact: frozenset[Any], checks: tuple[_Predicate, ...]) -> _Predicat
     return accepts
 
 
-_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+_SCALARS: Final = frozenset({str, int, float, type(None)})
 _NUMBERS: Final = (int, float)
 
 
-def _leaf_node(accepts: _Predicate, exists_true: bool, when_missing: int) -> _Node:
+def _leaf_node(
+    exact: frozenset[Any], checks: tuple[_Predicate, ...], exists_true: bool, when_missing: int
+) -> _Node:
+    accepts = _accepts(exact, checks)
+    scalars, missing = _SCALARS, _MISSING
+
     def node(value: Any) -> int:
-        if value.__class__ in _SCALARS:
-            return _POSITIVE if exists_true or accepts(value) else _NO
-        if value is _MISSING or isinstance(value, dict):
-            return when_missing
-        if isinstance(value, list):
-            leaves = [v for v in _flatten(value) if not isinstance(v, dict)]
-            if not leaves:
-                return when_missing
-            if exists_true:
+        # The common case inline: a plain string, number or null (bool has its own key).
+        if value.__class__ in scalars:
+            if exists_true or value in exact:
                 return _POSITIVE
-            for leaf in leaves:
-                if accepts(leaf):
+            for check in checks:
+                if check(value):
                     return _POSITIVE
             return _NO
+        if value is missing or isinstance(value, dict):
+            return when_missing
+        if isinstance(value, list):
+            # Objects in the array are not leaves; an array without leaves counts as absent.
+            has_leaves = False
+            for item in _flatten(value):
+                if isinstance(item, dict):
+                    continue
+                if exists_true or accepts(item):
+                    return _POSITIVE
+                has_leaves = True
+            return _NO if has_leaves else when_missing
         return _POSITIVE if exists_true or accepts(value) else _NO
 
     return node
@@ -423,8 +434,8 @@ def _string(argument: Any, path: _Path, operator: str) -> str:
 
 
 def _compile_affix(operator: str, argument: Any, path: _Path) -> _Predicate:
-    ignore_case = False
-    if isinstance(argument, Mapping):
+    ignore_case = isinstance(argument, Mapping)
+    if ignore_case:
         if list(argument) != ["equals-ignore-case"]:
             raise _fail(
                 path,
@@ -432,16 +443,12 @@ def _compile_affix(operator: str, argument: Any, path: _Path) -> _Predicate:
                 f"{_show(argument)}",
             )
         argument = argument["equals-ignore-case"]
-        ignore_case = True
     text = _string(argument, path, operator)
+    test = str.startswith if operator == "prefix" else str.endswith
     if ignore_case:
         folded = text.casefold()
-        if operator == "prefix":
-            return lambda v: isinstance(v, str) and v.casefold().startswith(folded)
-        return lambda v: isinstance(v, str) and v.casefold().endswith(folded)
-    if operator == "prefix":
-        return lambda v: isinstance(v, str) and v.startswith(text)
-    return lambda v: isinstance(v, str) and v.endswith(text)
+        return lambda v: isinstance(v, str) and test(v.casefold(), folded)
+    return lambda v: isinstance(v, str) and test(v, text)
 
 
 def _compile_wildcard(text: str, path: _Path) -> _Predicate:
@@ -504,39 +511,24 @@ def _compile_numeric(argument: Any, path: _Path) -> _Predicate:
         raise bad()
     pairs = [(argument[i], argument[i + 1]) for i in range(0, len(argument), 2)]
     for operator, value in pairs:
-        if operator not in ("=", "<", "<=", ">", ">="):
+        if operator not in _COMPARE:
             raise bad(f"unknown operator {_show(operator)}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad(f"{_show(value)} after {operator!r} is not a number")
         _number(value, path, f"the number after {operator!r}")
     (first_op, first), *rest = pairs
-    if first_op == "=":
-        if rest:
-            raise bad('"=" stands alone')
-        return lambda v: _is_number(v) and v == first
+    low = _COMPARE[first_op]
     if not rest:
-        if first_op == ">":
-            return lambda v: _is_number(v) and v > first
-        if first_op == ">=":
-            return lambda v: _is_number(v) and v >= first
-        if first_op == "<":
-            return lambda v: _is_number(v) and v < first
-        return lambda v: _is_number(v) and v <= first
+        return lambda v: _is_number(v) and low(v, first)
+    if first_op == "=":
+        raise bad('"=" stands alone')
     (second_op, second) = rest[0]
     if first_op not in (">", ">=") or second_op not in ("<", "<="):
         raise bad('a range gives the lower bound first, like [">", 0, "<=", 5]')
     if first > second or (first == second and (first_op == ">" or second_op == "<")):
         raise bad(f"the range {first_op} {first} and {second_op} {second} is empty")
-    low_open, high_open = first_op == ">", second_op == "<"
-
-    def in_range(v: Any) -> bool:
-        if not _is_number(v):
-            return False
-        above: bool = v > first if low_open else v >= first
-        below: bool = v < second if high_open else v <= second
-        return above and below
-
-    return in_range
+    high = _COMPARE[second_op]
+    return lambda v: _is_number(v) and low(v, first) and high(v, second)
 
 
 def _is_number(value: Any) -> bool:

@@ -1,0 +1,1 @@
+"""Runnable example workflows: ``cadenza run examples.trip_booking:book_trip``."""

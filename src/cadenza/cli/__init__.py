@@ -1,0 +1,123 @@
+"""The ``cadenza`` command.
+
+Exit codes scripts can rely on: 0 done (the run succeeded, or waits as expected),
+1 the run failed or was cancelled, 2 bad usage, configuration or input, 3 not found,
+4 a callback token was refused (forged, expired, used), 5 the run is not in a state that
+allows the request, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+
+import click
+
+from cadenza.cli._common import console, err_console, run_async
+from cadenza.cli.callbacks import callback_group
+from cadenza.cli.events import events_group, rules_group
+from cadenza.cli.runs import cancel_command, run_command, runs_group
+from cadenza.engine.engine import Engine
+from cadenza.engine.worker import Worker
+from cadenza.workflow import load, registered
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cadenza")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+def cli(verbose: int) -> None:
+    """cadenza: durable, event-driven agentic workflows.
+
+    State lives under $CADENZA_HOME (default ./.cadenza); CADENZA_STORE picks another store
+    (sqlite:///path.db, postgresql://…).
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@cli.command("worker")
+@click.option(
+    "-w",
+    "--workflows",
+    "refs",
+    multiple=True,
+    help="MODULE:WORKFLOW (or MODULE) to import; repeat. Without any, the worker"
+    " imports what each run names.",
+)
+@click.option("--concurrency", default=100, show_default=True, help="Runs executed at once.")
+@click.option("--queue", "queues", multiple=True, help="Only runs of these queues; repeat.")
+@click.option("--poll", default=1.0, show_default=True, help="Seconds between store polls.")
+@click.option(
+    "--grace",
+    default=30.0,
+    show_default=True,
+    help="Seconds in-flight runs get to finish on SIGTERM before they are handed back.",
+)
+def worker_command(
+    refs: tuple[str, ...], concurrency: int, queues: tuple[str, ...], poll: float, grace: float
+) -> None:
+    """Claim runnable runs and execute them until stopped (SIGTERM/Ctrl-C: graceful)."""
+
+    @run_async
+    async def body(engine: Engine) -> None:
+        workflows = None
+        if refs:
+            for ref in refs:
+                if ":" in ref:
+                    load(ref)
+                else:
+                    importlib.import_module(ref)
+            workflows = [d.key for d in registered()]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        worker = Worker(
+            engine,
+            concurrency=concurrency,
+            queues=queues or None,
+            workflows=workflows,
+            poll_interval=poll,
+        )
+        worker.on_result = lambda r: err_console.print(
+            f"{r.run_id}: {r.status or 'aborted'} ({r.executed} ops executed, {r.replayed} replayed)"
+        )
+        err_console.print(
+            f"worker {engine.owner} on {engine.store.url}"
+            f" (concurrency {concurrency}); Ctrl-C to stop"
+        )
+        await worker.run(stop=stop, grace=grace)
+        err_console.print("worker stopped")
+
+    body()
+
+
+cli.add_command(run_command)
+cli.add_command(runs_group)
+cli.add_command(cancel_command)
+cli.add_command(callback_group)
+cli.add_command(events_group)
+cli.add_command(rules_group)
+
+for _name in ("models", "db", "examples"):
+    # Command groups of optional parts register themselves when present.
+    try:
+        _module = importlib.import_module(f"cadenza.cli.{_name}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"cadenza.cli.{_name}":
+            raise
+    else:
+        _module.register(cli)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)

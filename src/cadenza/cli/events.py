@@ -1,0 +1,225 @@
+"""``cadenza events …`` and ``cadenza rules …``: the event bus from the shell."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import click
+from rich.table import Table
+
+from cadenza.cli._common import console, emit_json, json_option, parse_json, run_async
+from cadenza.engine.engine import Engine
+from cadenza.errors import InvalidInput
+from cadenza.events.envelope import Event
+from cadenza.events.patterns import compile_pattern
+from cadenza.events.relay import relay_outbox, validate_rule
+from cadenza.ports.run_store import Rule
+from cadenza.workflow import load
+
+
+@click.group("events")
+def events_group() -> None:
+    """Publish events and list recent ones."""
+
+
+@events_group.command("put")
+@click.option("--detail-type", required=True, help="The event's detail-type.")
+@click.option("--source", default="cadenza.cli", show_default=True)
+@click.option("--detail", default="{}", help="The event's detail, a JSON object (or @file).")
+@click.option("--no-deliver", is_flag=True, help="Leave delivery to a running worker.")
+@json_option
+def events_put(detail_type: str, source: str, detail: str, no_deliver: bool, as_json: bool) -> None:
+    """Publish one event; matching rules and waiting runs receive it."""
+
+    @run_async
+    async def body(engine: Engine) -> None:
+        data = parse_json(detail, "--detail")
+        if not isinstance(data, dict):
+            raise InvalidInput("--detail must be a JSON object, e.g. '{\"ticket\": 42}'")
+        event = Event.new(detail_type, data, source=source)
+        await engine.publish([event.to_dict()])
+        if not no_deliver:
+            await relay_outbox(engine)
+        if as_json:
+            emit_json(event.to_dict())
+        else:
+            console.print(f"published event {event.id} ({detail_type})")
+
+    body()
+
+
+@events_group.command("list")
+@click.option("--limit", default=20, show_default=True)
+@json_option
+def events_list(limit: int, as_json: bool) -> None:
+    """Recent events, newest first."""
+
+    @run_async
+    async def body(engine: Engine) -> None:
+        entries = await engine.store.list_events(limit=limit)
+        if as_json:
+            emit_json([{**e.event, "delivered": e.delivered_at is not None} for e in entries])
+            return
+        table = Table(box=None)
+        for column in ("TIME", "DETAIL-TYPE", "SOURCE", "RUN", "DELIVERED", "ID"):
+            table.add_column(column)
+        for e in entries:
+            ev = e.event
+            table.add_row(
+                e.published_at.strftime("%H:%M:%S"),
+                ev.get("detail-type", ""),
+                ev.get("source", ""),
+                ev.get("run_id", ""),
+                "yes" if e.delivered_at else "no",
+                ev.get("id", ""),
+            )
+        console.print(table)
+
+    body()
+
+
+@click.group("rules")
+def rules_group() -> None:
+    """Route events to targets with EventBridge patterns."""
+
+
+@rules_group.command("put")
+@click.argument("name")
+@click.option("--pattern", required=True, help="EventBridge pattern, JSON (or @file).")
+@click.option("--start", "workflow_ref", help="Target: start MODULE:WORKFLOW with the detail.")
+@click.option(
+    "--complete-callback",
+    "token_path",
+    help="Target: complete the callback whose token is at this path (detail.token).",
+)
+@click.option(
+    "--input",
+    "input_mode",
+    type=click.Choice(["detail", "event"]),
+    default="detail",
+    show_default=True,
+    help="What a started workflow receives.",
+)
+@click.option("--disabled", is_flag=True)
+@json_option
+def rules_put(
+    name: str,
+    pattern: str,
+    workflow_ref: str | None,
+    token_path: str | None,
+    input_mode: str,
+    disabled: bool,
+    as_json: bool,
+) -> None:
+    """Create or replace a rule."""
+
+    @run_async
+    async def body(engine: Engine) -> None:
+        if bool(workflow_ref) == bool(token_path):
+            raise InvalidInput(
+                "give exactly one target: --start MODULE:WORKFLOW or"
+                " --complete-callback detail.token"
+            )
+        if workflow_ref:
+            definition = load(workflow_ref)
+            target = "start_workflow"
+            params = {
+                "workflow": definition.name,
+                "version": definition.version,
+                "module": workflow_ref,
+                "input": input_mode,
+            }
+        else:
+            target, params = "complete_callback", {"token_path": token_path}
+        rule = Rule(
+            name=name,
+            pattern=parse_json(pattern, "--pattern"),
+            target=target,
+            params=params,
+            enabled=not disabled,
+            created_at=datetime.now(UTC),
+        )
+        validate_rule(rule)
+        await engine.store.put_rule(rule)
+        if as_json:
+            emit_json(
+                {
+                    "name": name,
+                    "pattern": rule.pattern,
+                    "target": target,
+                    "params": params,
+                    "enabled": rule.enabled,
+                }
+            )
+        else:
+            console.print(f"rule {name} → {target} {json.dumps(params)}")
+
+    body()
+
+
+@rules_group.command("list")
+@json_option
+def rules_list(as_json: bool) -> None:
+    """All rules."""
+
+    @run_async
+    async def body(engine: Engine) -> None:
+        rules = await engine.store.list_rules()
+        if as_json:
+            emit_json(
+                [
+                    {
+                        "name": r.name,
+                        "pattern": r.pattern,
+                        "target": r.target,
+                        "params": r.params,
+                        "enabled": r.enabled,
+                    }
+                    for r in rules
+                ]
+            )
+            return
+        if not rules:
+            console.print("no rules; add one with: cadenza rules put NAME --pattern … --start …")
+        for r in rules:
+            state = "" if r.enabled else " (disabled)"
+            console.print(
+                f"[bold]{r.name}[/bold]{state}: {json.dumps(r.pattern)} → {r.target}"
+                f" {json.dumps(r.params)}"
+            )
+
+    body()
+
+
+@rules_group.command("delete")
+@click.argument("name")
+def rules_delete(name: str) -> None:
+    """Delete a rule."""
+
+    @run_async
+    async def body(engine: Engine) -> int:
+        if not await engine.store.delete_rule(name):
+            console.print(f"no rule named {name}")
+            return 3
+        console.print(f"deleted rule {name}")
+        return 0
+
+    raise SystemExit(body())
+
+
+@rules_group.command("test")
+@click.option("--pattern", required=True, help="EventBridge pattern, JSON (or @file).")
+@click.option("--event", "event_json", required=True, help="An event, JSON (or @file).")
+def rules_test(pattern: str, event_json: str) -> None:
+    """Check whether an event matches a pattern (exit 0 if it does, 1 if not)."""
+    from cadenza.errors import CadenzaError
+
+    try:
+        compiled = compile_pattern(parse_json(pattern, "--pattern"))
+        matched = compiled.matches(parse_json(event_json, "--event"))
+    except CadenzaError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(type(exc).exit_code) from None
+    console.print("match" if matched else "no match")
+    raise SystemExit(0 if matched else 1)
