@@ -45,6 +45,7 @@ class Model(ABC):
 
     async def aclose(self) -> None:
         """Release connections the model holds. Wrappers close what they wrap."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

@@ -11,6 +11,8 @@ every adapter agrees on what "due" means.
 
 from __future__ import annotations
 
+import asyncio
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -179,6 +181,45 @@ class Rule:
     created_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Cluster-wide flow control for the runs of one queue, enforced by ``claim_runs``.
+
+    ``concurrency`` caps how many runs of the queue hold a live lease at once, over all
+    workers together. ``rate_limit`` caps how many claims of the queue's runs start per
+    ``rate_period``: a token bucket that holds up to ``rate_limit`` tokens and refills at
+    ``rate_limit`` per ``rate_period`` (so bursts up to the limit, that rate sustained).
+    Every claim of a run counts: its first activation and each resumption. ``None`` lifts a
+    limit; a queue without a config has none.
+    """
+
+    name: str
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period: timedelta = timedelta(seconds=1)
+
+    @property
+    def limited(self) -> bool:
+        return self.concurrency is not None or self.rate_limit is not None
+
+
+def refill_tokens(
+    config: QueueConfig, tokens: float | None, refilled_at: datetime | None, now: datetime
+) -> float:
+    """The tokens in a queue's rate bucket at ``now`` (the arithmetic every store shares).
+
+    ``tokens`` and ``refilled_at`` are what the store kept after the last claim; None means
+    the bucket was never drawn from, so it is full.
+    """
+    if config.rate_limit is None:
+        return math.inf
+    if tokens is None or refilled_at is None:
+        return float(config.rate_limit)
+    elapsed = max((now - refilled_at).total_seconds(), 0.0)
+    period = max(config.rate_period.total_seconds(), 1e-9)
+    return min(float(config.rate_limit), tokens + elapsed * config.rate_limit / period)
+
+
 class RunStore(ABC):
     """The port every run-store adapter implements; see docs/architecture.md."""
 
@@ -228,7 +269,11 @@ class RunStore(ABC):
     ) -> list[RunRecord]:
         """Lease up to ``limit`` runnable runs: PENDING, SUSPENDED and due, or RUNNING with
         an expired lease. Each claim increments ``lease_epoch`` and clears pending wake-ups.
-        ``workflows`` limits claims to the (name, version) pairs this worker can execute."""
+        ``workflows`` limits claims to the (name, version) pairs this worker can execute.
+
+        Higher ``priority`` first, then oldest first. A queue's :class:`QueueConfig` holds
+        across every claimer: a claim never takes a queue past its ``concurrency`` (runs
+        RUNNING under an unexpired lease) nor draws more than its rate bucket holds."""
 
     @abstractmethod
     async def renew_lease(
@@ -242,14 +287,37 @@ class RunStore(ABC):
 
     @abstractmethod
     async def next_wake_at(
-        self, *, workflows: Sequence[tuple[str, str]] | None = None
+        self,
+        *,
+        workflows: Sequence[tuple[str, str]] | None = None,
+        queues: Sequence[str] | None = None,
     ) -> datetime | None:
-        """The earliest time any run becomes runnable (now, for PENDING runs)."""
+        """The earliest time any run becomes runnable, among the runs of ``workflows`` and
+        ``queues`` when given (a time in the past, for PENDING runs)."""
+
+    async def wait_for_work(self, max_wait: float) -> None:
+        """Return when something may have become runnable, or after ``max_wait`` seconds.
+
+        Idle workers wait here between claims. This default just sleeps; a store that can
+        hear about new work (PostgreSQL's LISTEN/NOTIFY) returns as soon as it does, so a
+        run started or woken on one machine is picked up at once on another.
+        """
+        await asyncio.sleep(max(max_wait, 0.0))
 
     @abstractmethod
     async def request_cancel(self, run_id: str, *, now: datetime) -> RunRecord:
         """Mark a run cancelled: at once when no worker holds it, else at its next
         checkpoint. Cancels its open child runs too. RunStateError when already ended."""
+
+    # --- queues -------------------------------------------------------------------------
+
+    @abstractmethod
+    async def put_queue(self, config: QueueConfig) -> None:
+        """Create or replace the flow control of a queue."""
+
+    @abstractmethod
+    async def list_queues(self) -> list[QueueConfig]:
+        """The queues that have a config, by name."""
 
     # --- activations --------------------------------------------------------------------
 

@@ -92,4 +92,16 @@ MIGRATIONS: list[list[str]] = [
             created_at REAL
         )""",
     ],
+    # 2: queue flow control (concurrency caps, rate buckets)
+    [
+        """CREATE TABLE queues (
+            name TEXT PRIMARY KEY,
+            concurrency INTEGER,
+            rate_limit INTEGER,
+            rate_period_s REAL NOT NULL DEFAULT 1,
+            tokens REAL,
+            refilled_at REAL
+        )""",
+        "CREATE INDEX runs_queue_leases ON runs (queue, status, lease_expires_at)",
+    ],
 ]

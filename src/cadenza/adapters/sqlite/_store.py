@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
+from cadenza.adapters.sqlite import _claims
 from cadenza.adapters.sqlite._schema import MIGRATIONS
 from cadenza.adapters.sqlite._writer import SqliteWriter
 from cadenza.errors import (
@@ -37,6 +38,7 @@ from cadenza.ports.run_store import (
     Checkpoint,
     CommitResult,
     OutboxEntry,
+    QueueConfig,
     Rule,
     RunRecord,
     RunStatus,
@@ -181,30 +183,21 @@ class SqliteRunStore(RunStore):
             "limit": limit,
         }
         where = [_RUNNABLE]
-        if workflows is not None:
-            keys = [f"{name}@{version}" for name, version in workflows]
-            if not keys:
-                return []
-            names = ", ".join(f":wf{i}" for i in range(len(keys)))
-            where.append(f"workflow || '@' || version IN ({names})")
-            params.update({f"wf{i}": key for i, key in enumerate(keys)})
-        if queues is not None:
-            names = ", ".join(f":q{i}" for i in range(len(queues)))
-            where.append(f"queue IN ({names})")
-            params.update({f"q{i}": q for i, q in enumerate(queues)})
+        if not _claims.filters(where, params, workflows, queues):
+            return []
         if run_id is not None:
             where.append("run_id = :run_id")
             params["run_id"] = run_id
-        sql = (
-            "UPDATE runs SET status = 'RUNNING', lease_owner = :owner,"
-            " lease_epoch = lease_epoch + 1, lease_expires_at = :until, wake_requested = 0,"
-            " updated_at = :now WHERE run_id IN (SELECT run_id FROM runs WHERE "
-            + " AND ".join(where)
-            + " ORDER BY priority DESC, created_at LIMIT :limit)"
-            f" RETURNING {_RUN_COLUMNS}"
-        )
+        probe = "SELECT 1 FROM runs WHERE " + " AND ".join(where) + " LIMIT 1"
+        probe_params = {k: v for k, v in params.items() if k not in ("owner", "until", "limit")}
+        # An idle poll must not cost a write transaction (and an fsync): look first.
+        if not await self._read(lambda conn: conn.execute(probe, probe_params).fetchone()):
+            return []
         return await self._write(
-            lambda conn: [_run_from_row(r) for r in conn.execute(sql, params).fetchall()]
+            lambda conn: [
+                _run_from_row(r)
+                for r in _claims.claim(conn, where, params, now, columns=_RUN_COLUMNS)
+            ]
         )
 
     async def renew_lease(
@@ -231,17 +224,20 @@ class SqliteRunStore(RunStore):
         )
 
     async def next_wake_at(
-        self, *, workflows: Sequence[tuple[str, str]] | None = None
+        self,
+        *,
+        workflows: Sequence[tuple[str, str]] | None = None,
+        queues: Sequence[str] | None = None,
     ) -> datetime | None:
-        def next_wake(conn: sqlite3.Connection) -> datetime | None:
-            row = conn.execute(
-                "SELECT MIN(CASE status WHEN 'PENDING' THEN 0 WHEN 'SUSPENDED' THEN wake_at"
-                " ELSE lease_expires_at END) FROM runs"
-                " WHERE status IN ('PENDING', 'SUSPENDED', 'RUNNING')"
-            ).fetchone()
-            return _dt(row[0])
-
-        return await self._read(next_wake)
+        where = ["status IN ('PENDING', 'SUSPENDED', 'RUNNING')"]
+        params: dict[str, Any] = {}
+        if not _claims.filters(where, params, workflows, queues):
+            return None
+        sql = (
+            "SELECT MIN(CASE status WHEN 'PENDING' THEN 0 WHEN 'SUSPENDED' THEN wake_at"
+            " ELSE lease_expires_at END) FROM runs WHERE " + " AND ".join(where)
+        )
+        return await self._read(lambda conn: _dt(conn.execute(sql, params).fetchone()[0]))
 
     async def request_cancel(self, run_id: str, *, now: datetime) -> RunRecord:
         def cancel(conn: sqlite3.Connection) -> RunRecord:
@@ -263,6 +259,14 @@ class SqliteRunStore(RunStore):
             )
 
         return await self._write(cancel)
+
+    # --- queues -------------------------------------------------------------------------
+
+    async def put_queue(self, config: QueueConfig) -> None:
+        await self._write(lambda conn: _claims.put_queue(conn, config))
+
+    async def list_queues(self) -> list[QueueConfig]:
+        return await self._read(_claims.list_queues)
 
     # --- activations --------------------------------------------------------------------
 
@@ -541,7 +545,7 @@ def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
         params["wake_at"] = _ts(cp.wake_at)
     conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = :run_id", params)
 
-    if cp.outcome is not None and row["parent_run_id"] is not None:
+    if cp.outcome is not None and _parent_open(conn, row["parent_run_id"]):
         status = {
             RunStatus.SUCCEEDED: CallbackStatus.SUCCEEDED,
         }.get(cp.outcome.status, CallbackStatus.FAILED)
@@ -551,6 +555,14 @@ def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
             cp.now,
         )
     return CommitResult(cancel_requested=bool(row["cancel_requested"]))
+
+
+def _parent_open(conn: sqlite3.Connection, parent_run_id: str | None) -> bool:
+    """Whether a parent still waits for its child (a cancelled parent ends before them)."""
+    if parent_run_id is None:
+        return False
+    parent = conn.execute("SELECT status FROM runs WHERE run_id = ?", (parent_run_id,)).fetchone()
+    return parent is not None and not RunStatus(parent["status"]).terminal
 
 
 def _set_callback(conn: sqlite3.Connection, res: CallbackResolution, now: datetime) -> bool:

@@ -1,0 +1,225 @@
+"""Embedded engine benchmark: checkpoint overhead, fan-out, parked runs, concurrent runs.
+
+    python benchmarks/bench_engine.py            # full sizes
+    python benchmarks/bench_engine.py --quick    # smaller, for a smoke check
+    python benchmarks/bench_engine.py --json out.json
+
+Every figure is compared with a floor measured in the same run on the same disk: one
+SQLite commit (WAL, synchronous=FULL) of a row the size of a step's checkpoint. Medians of
+several repetitions; these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cadenza import Context, drive, workflow  # noqa: E402
+from cadenza.config import open_engine  # noqa: E402
+from cadenza.engine.worker import Worker  # noqa: E402
+from cadenza.ports.run_store import RunStatus  # noqa: E402
+
+PAYLOAD = {"text": "x" * 160, "n": 12345, "ok": True}  # ~200 bytes as JSON
+
+
+async def make_payload(i: int) -> dict[str, object]:
+    return {**PAYLOAD, "i": i}
+
+
+@workflow(name="bench-chain")
+async def chain(ctx: Context, steps: int) -> int:
+    for i in range(steps):
+        await ctx.step(make_payload, i, name=f"s{i}")
+    return steps
+
+
+@workflow(name="bench-map")
+async def fan_out(ctx: Context, size: int) -> int:
+    async def item(c: Context, i: int) -> dict[str, object]:
+        return await c.step(make_payload, i, name="item")  # type: ignore[no-any-return]
+
+    result = await ctx.map(list(range(size)), item, max_concurrency=20)
+    return result.success_count
+
+
+@workflow(name="bench-park")
+async def parked(ctx: Context) -> object:
+    callback = await ctx.create_callback(name="approval")
+    return await callback.result()
+
+
+def raw_commit_floor(directory: Path, n: int) -> float:
+    """Median seconds of one INSERT + COMMIT of a checkpoint-sized row."""
+    conn = sqlite3.connect(directory / "raw.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, run TEXT, op TEXT, body TEXT)")
+    body = json.dumps(PAYLOAD)
+    samples = []
+    for i in range(n):
+        start = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t (run, op, body) VALUES (?, ?, ?)", ("r-1", str(i), body))
+        conn.execute("COMMIT")
+        samples.append(time.perf_counter() - start)
+    conn.close()
+    return statistics.median(samples)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def bench_chain(engine, steps: int, repeats: int) -> float:
+    per_step = []
+    for _ in range(repeats):
+        run = await engine.start(chain, steps)
+        start = time.perf_counter()
+        await drive(engine, run.run_id)
+        per_step.append((time.perf_counter() - start) / steps)
+    return statistics.median(per_step)
+
+
+async def bench_map(engine, size: int, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        run = await engine.start(fan_out, size)
+        start = time.perf_counter()
+        done = await drive(engine, run.run_id)
+        assert done.status == RunStatus.SUCCEEDED, done.error
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+async def bench_concurrent(engine, runs: int, steps: int) -> float:
+    started = [await engine.start(chain, steps) for _ in range(runs)]
+    ids = {r.run_id for r in started}
+    start = time.perf_counter()
+    worker = Worker(engine, concurrency=runs, poll_interval=0.05)
+
+    async def all_done() -> bool:
+        ended = await engine.store.list_runs(status=RunStatus.SUCCEEDED, workflow="bench-chain",
+                                             limit=100_000)
+        return ids <= {r.run_id for r in ended}
+
+    await worker.run(until=all_done)
+    return runs * steps / (time.perf_counter() - start)
+
+
+async def bench_parking(engine, count: int) -> dict[str, float]:
+    runs = []
+    start = time.perf_counter()
+    for _ in range(count):
+        runs.append(await engine.start(parked))
+    worker = Worker(engine, concurrency=500, poll_interval=0.05)
+
+    async def none_runnable() -> bool:
+        return await engine.store.next_wake_at() is None or all(
+            r.status == RunStatus.SUSPENDED
+            for r in await engine.store.list_runs(workflow="bench-park", limit=count)
+        )
+
+    await worker.run(until=none_runnable)
+    park = time.perf_counter() - start
+    callbacks = []
+    for run in runs:
+        callbacks.extend(await engine.store.load_callbacks(run.run_id))
+    start = time.perf_counter()
+    for cb in callbacks:
+        journal = {op.op_id: op for op in await engine.store.load_journal(cb.run_id)}
+        from cadenza.clock import parse_iso
+
+        token = engine.tokens.issue(cb.callback_id, cb.run_id, cb.op_id,
+                                    parse_iso(journal[cb.op_id].data["token_expires_at"]))
+        await engine.succeed_callback(token, {"approved": True})
+
+    async def all_done() -> bool:
+        return not await engine.store.list_runs(status=RunStatus.SUSPENDED,
+                                                workflow="bench-park", limit=1)
+
+    await Worker(engine, concurrency=500, poll_interval=0.05).run(until=all_done)
+    return {"park_s": park, "resume_s": time.perf_counter() - start, "rss_mb": rss_mb()}
+
+
+def parked_rss(count: int) -> float:
+    """RSS of a fresh process after parking ``count`` runs (and dropping its references)."""
+    code = f"""
+import asyncio, sys, tempfile
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / 'src')!r})
+import bench_engine as b
+from cadenza.config import open_engine
+from cadenza.engine.worker import Worker
+async def main():
+    d = tempfile.mkdtemp()
+    engine = await open_engine(store=f"sqlite:///{{d}}/c.db", artifacts=f"file://{{d}}/a",
+                               secret=b"0" * 32)
+    for _ in range({count}):
+        await engine.start(b.parked)
+    async def idle():
+        return await engine.store.next_wake_at() is None
+    await Worker(engine, concurrency=500, poll_interval=0.05).run(until=idle)
+    import gc; gc.collect()
+    print(b.rss_mb())
+    await engine.close()
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    quick = args.quick
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        floor = raw_commit_floor(directory, 300 if quick else 2000)
+        figures["raw_commit_us"] = floor * 1e6
+        engine = await open_engine(store=f"sqlite:///{directory}/cadenza.db",
+                                   artifacts=f"file://{directory}/artifacts", secret=b"0" * 32)
+        try:
+            step = await bench_chain(engine, 10, 5 if quick else 30)
+            figures["chain_step_us"] = step * 1e6
+            figures["chain_step_vs_commit"] = step / floor
+            figures["map200_ms"] = await bench_map(engine, 200, 3 if quick else 7) * 1000
+            runs = 100 if quick else 500
+            figures["concurrent_steps_per_s"] = await bench_concurrent(engine, runs, 5)
+            parking = await bench_parking(engine, 300 if quick else 2000)
+            figures["park_2000_s" if not quick else "park_300_s"] = parking["park_s"]
+            figures["resume_2000_s" if not quick else "resume_300_s"] = parking["resume_s"]
+        finally:
+            await engine.close()
+    small, large = parked_rss(10), parked_rss(1000 if quick else 10_000)
+    figures["rss_10_parked_mb"] = small
+    figures[f"rss_{1000 if quick else 10_000}_parked_mb"] = large
+    width = max(len(k) for k in figures)
+    print(f"cadenza embedded engine benchmark ({'quick' if quick else 'full'}),"
+          f" python {sys.version.split()[0]}, {os.cpu_count()} cores")
+    for key, value in figures.items():
+        print(f"  {key:<{width}}  {value:>12.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cadenza.clock import FakeClock
+from cadenza.testing import TestEnvironment
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[TestEnvironment]:
+    async with TestEnvironment() as environment:
+        yield environment
+
+
+@pytest.fixture
+async def fake_env() -> AsyncIterator[TestEnvironment]:
+    async with TestEnvironment(clock=FakeClock()) as environment:
+        yield environment
