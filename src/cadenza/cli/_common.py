@@ -19,7 +19,9 @@ from cadenza.errors import CadenzaError, InvalidInput
 
 T = TypeVar("T")
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output keeps long lines whole (scripts grep it) instead of folding at 80 columns.
+_width = None if sys.stdout.isatty() else 200
+console = Console(highlight=False, soft_wrap=True, width=_width)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK = 0

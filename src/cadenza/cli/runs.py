@@ -357,12 +357,12 @@ def runs_history(run_id: str, as_json: bool) -> None:
             emit_json([e.to_dict() for e in events])
             return
         table = Table(box=None)
-        for column in ("SEQ", "TIME", "EVENT", "OP", "NAME", "DETAILS"):
+        for column in ("#", "TIME", "EVENT", "OP", "NAME", "DETAILS"):
             table.add_column(column, overflow="fold")
-        for e in events:
+        for position, e in enumerate(events, start=1):
             details = {k: v for k, v in e.details.items() if k != "traceback"}
             table.add_row(
-                str(e.seq),
+                str(position),
                 e.timestamp.strftime("%H:%M:%S.%f")[:-3],
                 str(e.type),
                 e.op_id or "",
