@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cadenza import Context, drive, workflow  # noqa: E402
-from cadenza.config import open_engine  # noqa: E402
-from cadenza.engine.worker import Worker  # noqa: E402
-from cadenza.ports.run_store import RunStatus  # noqa: E402
+from cadenza import Context, drive, workflow
+from cadenza.config import open_engine
+from cadenza.engine.worker import Worker
+from cadenza.ports.run_store import RunStatus
 
 PAYLOAD = {"text": "x" * 160, "n": 12345, "ok": True}  # ~200 bytes as JSON
 
@@ -114,8 +114,9 @@ async def bench_concurrent(engine, runs: int, steps: int) -> float:
     worker = Worker(engine, concurrency=runs, poll_interval=0.05)
 
     async def all_done() -> bool:
-        ended = await engine.store.list_runs(status=RunStatus.SUCCEEDED, workflow="bench-chain",
-                                             limit=100_000)
+        ended = await engine.store.list_runs(
+            status=RunStatus.SUCCEEDED, workflow="bench-chain", limit=100_000
+        )
         return ids <= {r.run_id for r in ended}
 
     await worker.run(until=all_done)
@@ -145,13 +146,18 @@ async def bench_parking(engine, count: int) -> dict[str, float]:
         journal = {op.op_id: op for op in await engine.store.load_journal(cb.run_id)}
         from cadenza.clock import parse_iso
 
-        token = engine.tokens.issue(cb.callback_id, cb.run_id, cb.op_id,
-                                    parse_iso(journal[cb.op_id].data["token_expires_at"]))
+        token = engine.tokens.issue(
+            cb.callback_id,
+            cb.run_id,
+            cb.op_id,
+            parse_iso(journal[cb.op_id].data["token_expires_at"]),
+        )
         await engine.succeed_callback(token, {"approved": True})
 
     async def all_done() -> bool:
-        return not await engine.store.list_runs(status=RunStatus.SUSPENDED,
-                                                workflow="bench-park", limit=1)
+        return not await engine.store.list_runs(
+            status=RunStatus.SUSPENDED, workflow="bench-park", limit=1
+        )
 
     await Worker(engine, concurrency=500, poll_interval=0.05).run(until=all_done)
     return {"park_s": park, "resume_s": time.perf_counter() - start, "rss_mb": rss_mb()}
@@ -162,7 +168,7 @@ def parked_rss(count: int) -> float:
     code = f"""
 import asyncio, sys, tempfile
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / 'src')!r})
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / "src")!r})
 import bench_engine as b
 from cadenza.config import open_engine
 from cadenza.engine.worker import Worker
@@ -174,7 +180,7 @@ async def main():
         await engine.start(b.parked)
     async def idle():
         return await engine.store.next_wake_at() is None
-    await Worker(engine, concurrency=500, poll_interval=0.05).run(until=idle)
+    await Worker(engine, concurrency=100, poll_interval=0.05).run(until=idle)
     import gc; gc.collect()
     print(b.rss_mb())
     await engine.close()
@@ -195,8 +201,11 @@ async def main() -> None:
         directory = Path(tmp)
         floor = raw_commit_floor(directory, 300 if quick else 2000)
         figures["raw_commit_us"] = floor * 1e6
-        engine = await open_engine(store=f"sqlite:///{directory}/cadenza.db",
-                                   artifacts=f"file://{directory}/artifacts", secret=b"0" * 32)
+        engine = await open_engine(
+            store=f"sqlite:///{directory}/cadenza.db",
+            artifacts=f"file://{directory}/artifacts",
+            secret=b"0" * 32,
+        )
         try:
             step = await bench_chain(engine, 10, 5 if quick else 30)
             figures["chain_step_us"] = step * 1e6
@@ -213,8 +222,10 @@ async def main() -> None:
     figures["rss_10_parked_mb"] = small
     figures[f"rss_{1000 if quick else 10_000}_parked_mb"] = large
     width = max(len(k) for k in figures)
-    print(f"cadenza embedded engine benchmark ({'quick' if quick else 'full'}),"
-          f" python {sys.version.split()[0]}, {os.cpu_count()} cores")
+    print(
+        f"cadenza embedded engine benchmark ({'quick' if quick else 'full'}),"
+        f" python {sys.version.split()[0]}, {os.cpu_count()} cores"
+    )
     for key, value in figures.items():
         print(f"  {key:<{width}}  {value:>12.2f}")
     if args.json:

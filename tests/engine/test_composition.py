@@ -64,10 +64,17 @@ async def test_map_is_index_ordered_capped_and_reports_item_errors(env: TestEnvi
 
 @workflow(name="t-map-min-successful")
 async def first_two(ctx: Context) -> dict[str, object]:
-    batch = await ctx.map([1, 2, 4, 5, 6], square_item,
-                          completion=CompletionConfig(min_successful=2), max_concurrency=1)
-    return {"reason": str(batch.completion_reason), "ok": batch.success_count,
-            "abandoned": batch.started_count}
+    batch = await ctx.map(
+        [1, 2, 4, 5, 6],
+        square_item,
+        completion=CompletionConfig(min_successful=2),
+        max_concurrency=1,
+    )
+    return {
+        "reason": str(batch.completion_reason),
+        "ok": batch.success_count,
+        "abandoned": batch.started_count,
+    }
 
 
 async def test_map_completes_early_at_min_successful(env: TestEnvironment) -> None:
@@ -77,8 +84,9 @@ async def test_map_completes_early_at_min_successful(env: TestEnvironment) -> No
 
 @workflow(name="t-map-tolerance")
 async def strict(ctx: Context) -> str:
-    batch = await ctx.map([3, 1, 2], square_item, max_concurrency=1,
-                          completion=CompletionConfig.all_successful())
+    batch = await ctx.map(
+        [3, 1, 2], square_item, max_concurrency=1, completion=CompletionConfig.all_successful()
+    )
     assert batch.completion_reason == CompletionReason.FAILURE_TOLERANCE_EXCEEDED
     try:
         batch.throw_if_error()
@@ -124,8 +132,9 @@ async def branches(ctx: Context) -> list[object]:
         return await c.step(lambda: "a", name="a")  # type: ignore[no-any-return]
 
     async def b(c: Context) -> int:
-        inner = await c.run_in_child_context(lambda cc: cc.step(lambda: 2, name="two"),
-                                             name="nested")
+        inner = await c.run_in_child_context(
+            lambda cc: cc.step(lambda: 2, name="two"), name="nested"
+        )
         return inner * 10  # type: ignore[no-any-return]
 
     return (await ctx.parallel([a, b])).results()
@@ -242,7 +251,9 @@ async def test_large_results_are_claim_checked_and_restored_on_replay(
     fake_env: TestEnvironment,
 ) -> None:
     run = await fake_env.run(big)
-    [step] = [op for op in await fake_env.engine.store.load_journal(run.run_id) if op.name == "blob"]
+    [step] = [
+        op for op in await fake_env.engine.store.load_journal(run.run_id) if op.name == "blob"
+    ]
     assert step.result is not None and len(step.result) < 200  # a reference, not the blob
     assert '"$artifact": "sha256:' in step.result
     await fake_env.advance(1)

@@ -21,8 +21,9 @@ from cadenza.testing import TestEnvironment
 
 @workflow(name="t-emitter")
 async def emitter(ctx: Context, ticket: int) -> str:
-    return await ctx.emit("ticket_created", {"ticket": ticket, "priority": "high"},
-                          source="support")
+    return await ctx.emit(
+        "ticket_created", {"ticket": ticket, "priority": "high"}, source="support"
+    )
 
 
 @workflow(name="t-waiter")
@@ -63,9 +64,14 @@ async def on_ticket(ctx: Context, detail: dict[str, object]) -> str:
 
 async def test_rules_start_workflows_once_per_event(env: TestEnvironment) -> None:
     store = env.engine.store
-    await store.put_rule(Rule("tickets", {"detail-type": ["ticket_created"],
-                                          "detail": {"priority": [{"anything-but": "low"}]}},
-                              "start_workflow", {"workflow": "t-on-ticket"}))
+    await store.put_rule(
+        Rule(
+            "tickets",
+            {"detail-type": ["ticket_created"], "detail": {"priority": [{"anything-but": "low"}]}},
+            "start_workflow",
+            {"workflow": "t-on-ticket"},
+        )
+    )
     low = Event.new("ticket_created", {"ticket": 1, "priority": "low"}, source="test")
     high = Event.new("ticket_created", {"ticket": 2, "priority": "high"}, source="test")
     await env.engine.publish([low.to_dict(), high.to_dict()])
@@ -85,8 +91,12 @@ async def webhook(ctx: Context) -> object:
 
 async def test_a_rule_completes_a_callback_from_an_event(env: TestEnvironment) -> None:
     await env.engine.store.put_rule(
-        Rule("payments", {"detail-type": ["payment_settled"]}, "complete_callback",
-             {"token_path": "detail.token"})
+        Rule(
+            "payments",
+            {"detail-type": ["payment_settled"]},
+            "complete_callback",
+            {"token_path": "detail.token"},
+        )
     )
     run = await env.run(webhook)
     token = await env.token(run)
@@ -98,8 +108,14 @@ async def test_a_rule_completes_a_callback_from_an_event(env: TestEnvironment) -
 
 def test_rules_and_patterns_are_validated_when_defined() -> None:
     with pytest.raises(InvalidEventPattern):
-        validate_rule(Rule("bad", {"detail": {"n": [{"numeric": [">>", 1]}]}}, "start_workflow",
-                           {"workflow": "x"}))
+        validate_rule(
+            Rule(
+                "bad",
+                {"detail": {"n": [{"numeric": [">>", 1]}]}},
+                "start_workflow",
+                {"workflow": "x"},
+            )
+        )
     with pytest.raises(ConfigurationError, match="unknown target"):
         validate_rule(Rule("bad", {"source": ["x"]}, "send_fax", {}))
 

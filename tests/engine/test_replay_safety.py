@@ -120,8 +120,13 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(fake_env: TestEnvironm
     executions.clear()
     store, clock = fake_env.engine.store, fake_env.clock
     a = fake_env.engine
-    b = Engine(store, secret=b"test-secret-0123456789abcdef", clock=clock,
-               artifacts=a.artifacts, owner="worker-b")
+    b = Engine(
+        store,
+        secret=b"test-secret-0123456789abcdef",
+        clock=clock,
+        artifacts=a.artifacts,
+        owner="worker-b",
+    )
     run = await a.start(fenced)
     now = clock.now()  # type: ignore[union-attr]
     [claimed] = await store.claim_runs(owner=a.owner, now=now, lease_until=now + a.lease, limit=1)
@@ -131,8 +136,12 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(fake_env: TestEnvironm
     await fake_env.advance(a.lease + timedelta(seconds=1))  # A's lease expires
     gate.set()
     worker_b = Worker(b, poll_interval=0.01)
-    [taken] = await store.claim_runs(owner="worker-b", now=clock.now(),  # type: ignore[union-attr]
-                                     lease_until=clock.now() + b.lease, limit=1)  # type: ignore[union-attr]
+    [taken] = await store.claim_runs(
+        owner="worker-b",
+        now=clock.now(),  # type: ignore[union-attr]
+        lease_until=clock.now() + b.lease,
+        limit=1,
+    )  # type: ignore[union-attr]
     assert taken.lease_epoch == claimed.lease_epoch + 1
     result_a = await stalled
     assert result_a.aborted is not None and type(result_a.aborted).__name__ == "LeaseLost"

@@ -6,7 +6,6 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
-import pytest
 from pydantic import BaseModel
 
 from cadenza import (
@@ -100,7 +99,9 @@ async def always_fails() -> None:
 @workflow(name="t-steps-exhausted")
 async def exhausted(ctx: Context) -> str:
     try:
-        await ctx.step(always_fails, retry=RetryPolicy(max_attempts=2, initial_interval=timedelta(0)))
+        await ctx.step(
+            always_fails, retry=RetryPolicy(max_attempts=2, initial_interval=timedelta(0))
+        )
     except StepFailed as exc:
         return f"{exc.error_type}: {exc.message}"
     return "unreachable"
@@ -118,7 +119,9 @@ async def test_exhausted_retries_raise_step_failed_that_the_workflow_can_catch(
 
 @workflow(name="t-steps-nonretryable")
 async def non_retryable(ctx: Context) -> None:
-    policy = RetryPolicy(max_attempts=5, initial_interval=timedelta(0), non_retryable_errors=[ValueError])
+    policy = RetryPolicy(
+        max_attempts=5, initial_interval=timedelta(0), non_retryable_errors=[ValueError]
+    )
     await ctx.step(always_fails, retry=policy)
 
 
@@ -212,8 +215,13 @@ async def test_at_most_once_attempt_interrupted_is_not_run_again(env: TestEnviro
     now = env.engine.clock.now()
     [claimed] = await store.claim_runs(owner="dead", now=now, lease_until=now, limit=1)
     await store.commit(
-        Checkpoint(run.run_id, "dead", claimed.lease_epoch, now,
-                   ops=[OpRecord("1", OpType.STEP, "charge", OpStatus.STARTED, attempt=1)])
+        Checkpoint(
+            run.run_id,
+            "dead",
+            claimed.lease_epoch,
+            now,
+            ops=[OpRecord("1", OpType.STEP, "charge", OpStatus.STARTED, attempt=1)],
+        )
     )
     run = await env.resume(run)  # lease already expired: the run is taken over and replayed
     assert run.status == RunStatus.SUCCEEDED

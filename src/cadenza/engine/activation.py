@@ -118,7 +118,7 @@ class Activation:
         metadata["invocationCount"] = int(metadata.get("invocationCount", 0)) + 1
         metadata["errorCount"] = 0  # recounted by replay
         self.state = AgentState(self.engine.initial_state(run, metadata))
-        self._stored_state = json.dumps(run.state, sort_keys=True)
+        self._stored_state = json.dumps(run.state, default=str)
         self._buffer = _Buffer()
         self._lock = asyncio.Lock()
         self._failure: Abort | None = None
@@ -294,17 +294,20 @@ class Activation:
             events=buffer.events,
             children=buffer.children,
         )
+        # The document is mutated in place between operations; comparing its JSON with
+        # what was last stored is the cheapest reliable way to know whether it changed.
         document = self.state.to_dict()
-        text = json.dumps(document, sort_keys=True, default=str)
+        text = json.dumps(document, default=str)
         if text != self._stored_state:
             document.setdefault("metadata", {})["lastUpdated"] = iso(now)
-            checkpoint.state = json.loads(json.dumps(document, default=str))
-            self._stored_state = json.dumps(document, sort_keys=True, default=str)
+            text = json.dumps(document, default=str)
+            checkpoint.state = json.loads(text)  # a snapshot: the workflow goes on mutating
+            self._stored_state = text
         return checkpoint
 
     async def _commit(self, checkpoint: Checkpoint) -> None:
         try:
-            result = await asyncio.shield(self.engine.store.commit(checkpoint))
+            result = await self.engine.store.commit(checkpoint)
         except (LeaseLost, StoreError) as exc:
             self._failure = Abort(exc)
             raise self._failure from exc

@@ -89,10 +89,14 @@ class Engine:
         return lambda: self._listeners.remove(listener)
 
     def wakeup_event(self) -> asyncio.Event:
-        """An event set whenever something may have become runnable in this process."""
+        """An event set whenever something may have become runnable in this process;
+        hand it back with ``drop_wakeup_event`` when done."""
         event = asyncio.Event()
         self._wakeups.append(event)
         return event
+
+    def drop_wakeup_event(self, event: asyncio.Event) -> None:
+        self._wakeups.remove(event)
 
     def poke(self) -> None:
         for event in self._wakeups:
@@ -187,8 +191,7 @@ class Engine:
         if definition is None:
             return await self._park_unknown(run)
         for _ in range(10):
-            journal = await self.store.load_journal(run.run_id)
-            callbacks = await self.store.load_callbacks(run.run_id)
+            journal, callbacks = await self.store.load_activation(run.run_id)
             result = await Activation(self, run, definition, journal, callbacks).execute()
             if not isinstance(result.aborted, CheckpointConflict):
                 if result.aborted is not None:

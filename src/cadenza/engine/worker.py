@@ -40,7 +40,6 @@ class Worker:
         self.relay = relay
         self.active: dict[str, asyncio.Task[ActivationResult]] = {}
         self._epochs: dict[str, int] = {}
-        self.results: list[ActivationResult] = []
         self.on_result: Callable[[ActivationResult], None] | None = None
 
     async def run(
@@ -65,6 +64,7 @@ class Worker:
                 await self._idle(wakeup, stop)
         finally:
             renewer.cancel()
+            self.engine.drop_wakeup_event(wakeup)
             await self._shutdown(grace)
 
     async def tick(self) -> bool:
@@ -102,12 +102,8 @@ class Worker:
         if exc is not None:
             log.error("run %s: activation crashed", run_id, exc_info=exc)
             return
-        result = task.result()
-        self.results.append(result)
-        if len(self.results) > 10_000:
-            del self.results[:5_000]
         if self.on_result is not None:
-            self.on_result(result)
+            self.on_result(task.result())
         self.engine.poke()
 
     async def _idle(self, wakeup: asyncio.Event, stop: asyncio.Event | None) -> None:

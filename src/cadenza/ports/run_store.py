@@ -329,6 +329,10 @@ class RunStore(ABC):
     async def load_callbacks(self, run_id: str) -> list[CallbackRecord]:
         """All callbacks of a run."""
 
+    async def load_activation(self, run_id: str) -> tuple[list[OpRecord], list[CallbackRecord]]:
+        """Journal and callbacks together; adapters may read both in one round trip."""
+        return await self.load_journal(run_id), await self.load_callbacks(run_id)
+
     @abstractmethod
     async def commit(self, checkpoint: Checkpoint) -> CommitResult:
         """Apply a checkpoint atomically. LeaseLost when the lease epoch moved on;

@@ -48,7 +48,7 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (run_id, op_id)
         ) WITHOUT ROWID""",
         """CREATE TABLE history (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER PRIMARY KEY,
             run_id TEXT NOT NULL,
             type TEXT NOT NULL,
             ts REAL NOT NULL,

@@ -270,27 +270,14 @@ class SqliteRunStore(RunStore):
 
     # --- activations --------------------------------------------------------------------
 
+    async def load_activation(self, run_id: str) -> tuple[list[OpRecord], list[CallbackRecord]]:
+        return await self._read(lambda conn: (_journal(conn, run_id), _callbacks_of(conn, run_id)))
+
     async def load_journal(self, run_id: str) -> list[OpRecord]:
-        return await self._read(
-            lambda conn: [
-                _op_from_row(r)
-                for r in conn.execute(
-                    "SELECT op_id, parent_id, type, name, status, attempt, result, error,"
-                    " started_at, ended_at, data FROM ops WHERE run_id = ?",
-                    (run_id,),
-                ).fetchall()
-            ]
-        )
+        return await self._read(lambda conn: _journal(conn, run_id))
 
     async def load_callbacks(self, run_id: str) -> list[CallbackRecord]:
-        return await self._read(
-            lambda conn: [
-                _callback_from_row(r)
-                for r in conn.execute(
-                    f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE run_id = ?", (run_id,)
-                ).fetchall()
-            ]
-        )
+        return await self._read(lambda conn: _callbacks_of(conn, run_id))
 
     async def commit(self, checkpoint: Checkpoint) -> CommitResult:
         return await self._write(lambda conn: _commit(conn, checkpoint))
@@ -448,18 +435,39 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
 
+def _journal(conn: sqlite3.Connection, run_id: str) -> list[OpRecord]:
+    return [
+        _op_from_row(r)
+        for r in conn.execute(
+            "SELECT op_id, parent_id, type, name, status, attempt, result, error,"
+            " started_at, ended_at, data FROM ops WHERE run_id = ?",
+            (run_id,),
+        ).fetchall()
+    ]
+
+
+def _callbacks_of(conn: sqlite3.Connection, run_id: str) -> list[CallbackRecord]:
+    return [
+        _callback_from_row(r)
+        for r in conn.execute(
+            f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE run_id = ?", (run_id,)
+        ).fetchall()
+    ]
+
+
 def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
-    row = conn.execute(
-        "SELECT lease_owner, lease_epoch, cancel_requested, parent_run_id, parent_op_id"
-        " FROM runs WHERE run_id = ?",
-        (cp.run_id,),
-    ).fetchone()
+    # The run update doubles as the fence check: it only matches while the lease is ours.
+    row = _update_run(conn, cp)
     if row is None:
-        raise RunNotFound(cp.run_id)
-    if row["lease_owner"] != cp.owner or row["lease_epoch"] != cp.expected_epoch:
+        current = conn.execute(
+            "SELECT lease_owner, lease_epoch FROM runs WHERE run_id = ?", (cp.run_id,)
+        ).fetchone()
+        if current is None:
+            raise RunNotFound(cp.run_id)
         raise LeaseLost(
             f"run {cp.run_id}: lease epoch {cp.expected_epoch} of {cp.owner} is no longer"
-            f" current (now {row['lease_epoch']} of {row['lease_owner']}); checkpoint rejected"
+            f" current (now {current['lease_epoch']} of {current['lease_owner']});"
+            " checkpoint rejected"
         )
     for resolution in cp.resolutions:
         if not _set_callback(conn, resolution, cp.now):
@@ -467,31 +475,35 @@ def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
                 f"run {cp.run_id}: callback {resolution.callback_id} was completed meanwhile"
             )
     if cp.ops:
-        conn.executemany(
+        rows = [
+            (
+                cp.run_id,
+                op.op_id,
+                op.parent_id,
+                str(op.type),
+                op.name,
+                str(op.status),
+                op.attempt,
+                op.result,
+                _error_json(op.error),
+                _ts(op.started_at),
+                _ts(op.ended_at),
+                json.dumps(op.data) if op.data else None,
+            )
+            for op in cp.ops
+        ]
+        sql = (
             "INSERT INTO ops (run_id, op_id, parent_id, type, name, status, attempt, result,"
             " error, started_at, ended_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (run_id, op_id) DO UPDATE SET status = excluded.status,"
             " attempt = excluded.attempt, result = excluded.result, error = excluded.error,"
             " started_at = excluded.started_at, ended_at = excluded.ended_at,"
-            " data = excluded.data",
-            [
-                (
-                    cp.run_id,
-                    op.op_id,
-                    op.parent_id,
-                    str(op.type),
-                    op.name,
-                    str(op.status),
-                    op.attempt,
-                    op.result,
-                    _error_json(op.error),
-                    _ts(op.started_at),
-                    _ts(op.ended_at),
-                    json.dumps(op.data) if op.data else None,
-                )
-                for op in cp.ops
-            ],
+            " data = excluded.data"
         )
+        if len(rows) == 1:
+            conn.execute(sql, rows[0])
+        else:
+            conn.executemany(sql, rows)
     _insert_history(conn, cp.run_id, cp.history)
     if cp.callbacks:
         conn.executemany(
@@ -515,9 +527,28 @@ def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
         )
     if cp.events:
         _insert_events(conn, cp.events, cp.now)
+    if cp.outcome is not None and row["parent_run_id"] is not None:
+        status = (
+            CallbackStatus.SUCCEEDED
+            if cp.outcome.status == RunStatus.SUCCEEDED
+            else CallbackStatus.FAILED
+        )
+        _resolve_callback(
+            conn,
+            CallbackResolution(cp.run_id, status, cp.outcome.result, cp.outcome.error),
+            cp.now,
+        )
+    return CommitResult(cancel_requested=bool(row["cancel_requested"]))
 
+
+def _update_run(conn: sqlite3.Connection, cp: Checkpoint) -> sqlite3.Row | None:
     sets = ["updated_at = :now"]
-    params: dict[str, Any] = {"now": _ts(cp.now), "run_id": cp.run_id}
+    params: dict[str, Any] = {
+        "now": _ts(cp.now),
+        "run_id": cp.run_id,
+        "owner": cp.owner,
+        "epoch": cp.expected_epoch,
+    }
     if cp.state is not None:
         sets.append("state = :state")
         params["state"] = json.dumps(cp.state)
@@ -543,26 +574,13 @@ def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
             "lease_expires_at = NULL",
         ]
         params["wake_at"] = _ts(cp.wake_at)
-    conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = :run_id", params)
-
-    if cp.outcome is not None and _parent_open(conn, row["parent_run_id"]):
-        status = {
-            RunStatus.SUCCEEDED: CallbackStatus.SUCCEEDED,
-        }.get(cp.outcome.status, CallbackStatus.FAILED)
-        _resolve_callback(
-            conn,
-            CallbackResolution(cp.run_id, status, cp.outcome.result, cp.outcome.error),
-            cp.now,
-        )
-    return CommitResult(cancel_requested=bool(row["cancel_requested"]))
-
-
-def _parent_open(conn: sqlite3.Connection, parent_run_id: str | None) -> bool:
-    """Whether a parent still waits for its child (a cancelled parent ends before them)."""
-    if parent_run_id is None:
-        return False
-    parent = conn.execute("SELECT status FROM runs WHERE run_id = ?", (parent_run_id,)).fetchone()
-    return parent is not None and not RunStatus(parent["status"]).terminal
+    row: sqlite3.Row | None = conn.execute(
+        f"UPDATE runs SET {', '.join(sets)} WHERE run_id = :run_id"
+        " AND lease_owner = :owner AND lease_epoch = :epoch"
+        " RETURNING cancel_requested, parent_run_id",
+        params,
+    ).fetchone()
+    return row
 
 
 def _set_callback(conn: sqlite3.Connection, res: CallbackResolution, now: datetime) -> bool:
