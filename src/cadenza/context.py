@@ -56,6 +56,7 @@ from cadenza.workflow import WorkflowDefinition, lookup
 
 if TYPE_CHECKING:
     from cadenza.engine.activation import Activation
+    from cadenza.engine.engine import Engine
     from cadenza.ports.artifact_store import ArtifactStore
 
 T = TypeVar("T")
@@ -151,6 +152,11 @@ class Context:
     @property
     def workflow(self) -> WorkflowDefinition:
         return self._act.definition
+
+    @property
+    def engine(self) -> Engine:
+        """The engine running this activation (its artifact store, stream listeners)."""
+        return self._act.engine
 
     @property
     def state(self) -> AgentState:

@@ -33,7 +33,8 @@ again, identically, on every replay)::
     │   ├── CallbackTimedOut
     │   ├── EventWaitTimedOut
     │   ├── ConditionTimedOut
-    │   └── BatchFailed             map/parallel completion rules were not met
+    │   ├── BatchFailed             map/parallel completion rules were not met
+    │   └── AgentError              an agent gave up (plans kept failing, turns ran out)
     ├── NonDeterminismError         code and journal disagree on replay
     ├── SerializationError          a value cannot be stored as JSON
     ├── RunFailed                   raised to a caller awaiting a run that failed
@@ -63,6 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = [
+    "AgentError",
     "BatchFailed",
     "BudgetExceeded",
     "CadenzaError",
@@ -341,6 +343,14 @@ class ErrorInfo:
             error_type = exc.error_type
         else:
             error_type = type(exc).__name__
+            if isinstance(exc, CadenzaError):  # keep what it carries, e.g. a model's raw reply
+                details = {
+                    k: v
+                    for k, v in vars(exc).items()
+                    if not k.startswith("_")
+                    and k not in ("message", "retryable")
+                    and isinstance(v, str | int | float | bool | list | dict)
+                }
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         tb = "".join(_traceback.format_exception(exc)) if exc.__traceback__ else None
         return cls(
@@ -479,3 +489,14 @@ class ToolArgumentsInvalid(ToolError):
     @property
     def details(self) -> dict[str, Any]:
         return {"tool": self.tool, "errors": self.errors}
+
+
+# --- agents ----------------------------------------------------------------------------
+
+
+class AgentError(OperationFailed):
+    """An agent gave up: its plans kept failing, or it ran out of turns or budget.
+
+    An ``AgentError`` event with the same details is published on the bus first, so a
+    rule can start a recovery workflow.
+    """

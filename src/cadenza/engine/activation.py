@@ -113,11 +113,11 @@ class Activation:
         self.callbacks = {cb.callback_id: cb for cb in callbacks}
         self.codec = engine.codec
         self.tokens = engine.tokens
-        document = json.loads(json.dumps(run.state)) if run.state else {}
-        metadata = dict(document.get("metadata", {}))
-        metadata["invocationCount"] = int(metadata.get("invocationCount", 0)) + 1
-        metadata["errorCount"] = 0  # recounted by replay
-        self.state = AgentState(self.engine.initial_state(run, metadata))
+        # Replay rebuilds the document from scratch; only the count of activations carries
+        # over (everything else, error counts and usage included, is recounted by replay).
+        stored = run.state.get("metadata", {}) if run.state else {}
+        invocations = int(stored.get("invocationCount", 0)) + 1
+        self.state = AgentState(self.engine.initial_state(run, {"invocationCount": invocations}))
         self._stored_state = json.dumps(run.state, default=str)
         self._buffer = _Buffer()
         self._lock = asyncio.Lock()

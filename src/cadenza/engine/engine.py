@@ -52,6 +52,7 @@ log = logging.getLogger("cadenza.engine")
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 
 Listener = Callable[[RunRecord, Checkpoint], None]
+StreamListener = Callable[[str, str, str], None]
 
 
 class Engine:
@@ -76,6 +77,7 @@ class Engine:
         self.default_retry = default_retry or RetryPolicy()
         self.lease = lease
         self._listeners: list[Listener] = []
+        self._stream_listeners: list[StreamListener] = []
         self._wakeups: list[asyncio.Event] = []
 
     async def close(self) -> None:
@@ -87,6 +89,23 @@ class Engine:
         """Call ``listener(run, checkpoint)`` after every committed checkpoint."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def subscribe_stream(self, listener: StreamListener) -> Callable[[], None]:
+        """Call ``listener(run_id, op_id, text)`` for each piece of a streamed model reply.
+        Streams never enter the journal, which records the final reply."""
+        self._stream_listeners.append(listener)
+        return lambda: self._stream_listeners.remove(listener)
+
+    @property
+    def has_stream_listeners(self) -> bool:
+        return bool(self._stream_listeners)
+
+    def stream(self, run_id: str, op_id: str, text: str) -> None:
+        for listener in list(self._stream_listeners):
+            try:
+                listener(run_id, op_id, text)
+            except Exception:
+                log.exception("stream listener failed")
 
     def wakeup_event(self) -> asyncio.Event:
         """An event set whenever something may have become runnable in this process;

@@ -1,0 +1,39 @@
+"""Agents and durable model/tool calls.
+
+    researcher = Agent("researcher", "Find facts.", model="local:smollm2", tools=[search])
+    result = await researcher.run(ctx, "Who designed the Lisbon aqueduct?")
+
+Every model call and tool call is a journaled step: replay after a crash or a suspension
+never calls a model or a tool again.
+"""
+
+from cadenza.agents._agent import TOOL_RETRY, Agent, AgentResult
+from cadenza.agents._calls import (
+    MODEL_RETRY,
+    Budget,
+    ToolOutcome,
+    call_model,
+    call_tool,
+    check_budget,
+    generate,
+    resolve_model,
+    usage_of,
+)
+from cadenza.agents._memory import ConversationMemory, estimate_tokens
+
+__all__ = [
+    "MODEL_RETRY",
+    "TOOL_RETRY",
+    "Agent",
+    "AgentResult",
+    "Budget",
+    "ConversationMemory",
+    "ToolOutcome",
+    "call_model",
+    "call_tool",
+    "check_budget",
+    "estimate_tokens",
+    "generate",
+    "resolve_model",
+    "usage_of",
+]

@@ -1,0 +1,284 @@
+"""Durable model and tool calls: each one a journaled step, so replay never repeats one.
+
+Usage and cost are summed into the run's state document (``metadata.usage``) from the
+journaled responses, so the totals are the same after any number of replays and are
+readable with ``cadenza runs show``. A per-run :class:`Budget` is checked before every
+call and stops the run with :class:`BudgetExceeded` once spent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from cadenza.context import Context, StepContext
+from cadenza.errors import BudgetExceeded, StructuredOutputError, ToolError
+from cadenza.models import (
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    cost,
+    extract_json,
+    infer_model,
+    output_schema_for,
+    schema_errors,
+)
+from cadenza.retry import RetryPolicy
+from cadenza.tools import Toolset
+from cadenza.tools._tool import tool_result_text
+
+T = TypeVar("T")
+
+#: Model calls retry throttling and outages with backoff; other errors fail the step.
+MODEL_RETRY = RetryPolicy(
+    max_attempts=4,
+    initial_interval=timedelta(seconds=2),
+    retryable_errors=("ModelThrottled", "ModelUnavailable", "ModelTimeout", "StoreError"),
+)
+
+_models: dict[str, Model] = {}
+
+
+def resolve_model(model: str | Model) -> Model:
+    """A model by ``provider:model`` name (created once per process), or the model given."""
+    if isinstance(model, Model):
+        return model
+    if model not in _models:
+        _models[model] = infer_model(model)
+    return _models[model]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The most a run may spend on models: tokens, dollars, or both."""
+
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+
+
+def usage_of(ctx: Context) -> dict[str, Any]:
+    """The run's model usage so far: tokens, requests, cost, and the same per model."""
+    metadata = ctx.state.to_dict().setdefault("metadata", {})
+    usage: dict[str, Any] = metadata.setdefault(
+        "usage",
+        {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cached_tokens": 0,
+            "requests": 0,
+            "cost_usd": 0.0,
+            "by_model": {},
+        },
+    )
+    return usage
+
+
+def _account(ctx: Context, response: ModelResponse, model_name: str) -> None:
+    usage = usage_of(ctx)
+    name = response.model or model_name
+    spent = cost(name, response.usage)
+    per_model = usage["by_model"].setdefault(
+        name,
+        {"input_tokens": 0, "output_tokens": 0, "cached_tokens": 0, "requests": 0, "cost_usd": 0.0},
+    )
+    for bucket in (usage, per_model):
+        bucket["input_tokens"] += response.usage.input_tokens
+        bucket["output_tokens"] += response.usage.output_tokens
+        bucket["cached_tokens"] += response.usage.cached_tokens
+        bucket["requests"] += 1
+        bucket["cost_usd"] = round(bucket["cost_usd"] + spent, 8)
+
+
+def check_budget(ctx: Context, budget: Budget | None) -> None:
+    if budget is None:
+        return
+    usage = usage_of(ctx)
+    tokens = usage["input_tokens"] + usage["output_tokens"]
+    if budget.max_tokens is not None and tokens >= budget.max_tokens:
+        raise BudgetExceeded(
+            f"run {ctx.run_id} has used {tokens} tokens, its budget is {budget.max_tokens};"
+            " raise Budget.max_tokens or shorten the task"
+        )
+    if budget.max_cost_usd is not None and usage["cost_usd"] >= budget.max_cost_usd:
+        raise BudgetExceeded(
+            f"run {ctx.run_id} has spent ${usage['cost_usd']:.4f}, its budget is"
+            f" ${budget.max_cost_usd:.4f}; raise Budget.max_cost_usd or use a cheaper model"
+        )
+
+
+async def call_model(
+    ctx: Context,
+    model: str | Model,
+    request: str | ModelRequest,
+    *,
+    name: str | None = None,
+    budget: Budget | None = None,
+    retry: RetryPolicy | None = None,
+) -> ModelResponse:
+    """Ask ``model`` once, as a durable step. Streams to the engine's listeners if any."""
+    chosen = resolve_model(model)
+    req = ModelRequest.of(request)
+    check_budget(ctx, budget)
+    engine = ctx.engine
+
+    async def ask_model(step: StepContext) -> dict[str, Any]:
+        if not engine.has_stream_listeners:
+            return (await chosen.request(req)).to_dict()
+        final: ModelResponse | None = None
+        async for chunk in chosen.stream(req):
+            if chunk.delta:
+                engine.stream(step.run_id, step.op_id, chunk.delta)
+            if chunk.response is not None:
+                final = chunk.response
+        if final is None:
+            from cadenza.errors import ModelResponseError
+
+            raise ModelResponseError(f"{chosen.name} ended its stream without a reply")
+        return final.to_dict()
+
+    data = await ctx.step(
+        ask_model, name=name or f"model:{chosen.name}", retry=retry or MODEL_RETRY
+    )
+    response = ModelResponse.from_dict(data)
+    _account(ctx, response, chosen.name)
+    return response
+
+
+async def generate(
+    ctx: Context,
+    model: str | Model,
+    request: str | ModelRequest,
+    output_type: type[T] | Mapping[str, Any],
+    *,
+    name: str | None = None,
+    max_repairs: int = 2,
+    budget: Budget | None = None,
+) -> T:
+    """A validated value of ``output_type`` (a pydantic model, any type, or a JSON Schema).
+
+    Each attempt is its own durable model call; a reply that fails validation is sent back
+    with the errors, at most ``max_repairs`` times, then :class:`StructuredOutputError`
+    carries the raw reply.
+    """
+    schema = output_schema_for(output_type)
+    adapter = None if isinstance(output_type, Mapping) else TypeAdapter(output_type)
+    req = replace(ModelRequest.of(request), output_schema=schema)
+    label = name or "generate"
+    errors: list[str] = []
+    reply = ""
+    for attempt in range(max_repairs + 1):
+        response = await call_model(
+            ctx,
+            model,
+            req,
+            budget=budget,
+            name=label if attempt == 0 else f"{label}:repair{attempt}",
+        )
+        reply = response.text
+        value, errors = _validate(reply, schema, adapter)
+        if not errors:
+            return value  # type: ignore[no-any-return]
+        feedback = (
+            "Your reply did not match the required JSON schema:\n"
+            + "\n".join(f"- {e}" for e in errors)
+            + "\nReply again with only JSON that matches it."
+        )
+        req = replace(
+            req, messages=(*req.messages, Message.assistant(reply), Message.user(feedback))
+        )
+    raise StructuredOutputError(
+        f"no reply matching the schema after {max_repairs + 1} attempts; last errors:"
+        f" {'; '.join(errors)}",
+        raw_reply=reply,
+        errors=errors,
+    )
+
+
+def _validate(
+    text: str, schema: Mapping[str, Any], adapter: TypeAdapter[Any] | None
+) -> tuple[Any, list[str]]:
+    try:
+        data = extract_json(text)
+    except ValueError as exc:
+        return None, [f"not JSON: {exc}"]
+    if adapter is None:
+        problems = schema_errors(data, schema)
+        return (data, []) if not problems else (None, problems)
+    try:
+        return adapter.validate_python(data), []
+    except ValidationError as exc:
+        return None, [
+            f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()
+        ]
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    """What a tool call produced, as the journal keeps it and the model is told."""
+
+    call_id: str
+    name: str
+    ok: bool
+    output: str  # the text the model sees (a reference for large outputs)
+    error_type: str | None = None
+
+    def message(self) -> Message:
+        return Message.tool(self.output, tool_call_id=self.call_id, name=self.name)
+
+
+#: Tool outputs longer than this are stored as an artifact; the model sees a preview
+#: and the reference.
+LARGE_TOOL_OUTPUT = 4_000
+
+
+async def call_tool(
+    ctx: Context,
+    tools: Toolset,
+    call: ToolCall,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> ToolOutcome:
+    """Run one tool call as a durable step. Errors come back as a failed outcome for the
+    model to read; an unknown or forbidden tool is refused without running anything."""
+    artifacts = ctx.engine.artifacts
+
+    async def run_tool(step: StepContext) -> dict[str, Any]:
+        try:
+            value = await tools.execute(call, idempotency_key=step.idempotency_key)
+        except ToolError as exc:
+            return {"ok": False, "output": str(exc), "error_type": type(exc).__name__}
+        text = tool_result_text(value)
+        if len(text) > LARGE_TOOL_OUTPUT and artifacts is not None:
+            key = await artifacts.put(text.encode())
+            text = (
+                f"{text[: LARGE_TOOL_OUTPUT // 4]}\n… [{len(text)} characters in all,"
+                f" stored as artifact {key}]"
+            )
+        return {"ok": True, "output": text}
+
+    try:
+        data = await ctx.step(run_tool, name=name or f"tool:{call.name}", retry=retry)
+    except Exception as exc:  # the tool raised after its retries: tell the model
+        return ToolOutcome(
+            call.id,
+            call.name,
+            False,
+            f"the tool failed: {exc}",
+            getattr(exc, "error_type", type(exc).__name__),
+        )
+    return ToolOutcome(
+        call.id, call.name, bool(data["ok"]), str(data["output"]), data.get("error_type")
+    )
+
+
+def preview(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"
