@@ -37,7 +37,7 @@ def create_store(url: str) -> RunStore:
         return SqliteRunStore.from_url(url)
     if scheme in ("postgresql", "postgres"):
         try:
-            from cadenza.adapters.postgres import PostgresRunStore  # type: ignore[attr-defined]
+            from cadenza.adapters.postgres import PostgresRunStore
         except ImportError as exc:
             if "psycopg" in str(exc):
                 raise MissingDependency("the PostgreSQL run store", "postgres") from exc

@@ -661,7 +661,7 @@ class Context:
         self,
         op_type: OpType,
         name: str,
-        branches: list[Callable[[Context], Awaitable[Any]]],
+        branches: Sequence[Callable[[Context], Awaitable[Any]]],
         types: list[Any],
         max_concurrency: int | None,
         completion: CompletionConfig | None,
@@ -725,7 +725,7 @@ class Context:
         tasks = [asyncio.create_task(run_item(i)) for i in range(total)]
         waiter = asyncio.create_task(decided.wait())
         try:
-            pending = set(tasks)
+            pending: set[asyncio.Task[Any]] = set(tasks)
             while pending and not decided.is_set():
                 _, pending = await asyncio.wait(
                     pending | {waiter}, return_when=asyncio.FIRST_COMPLETED

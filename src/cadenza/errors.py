@@ -59,6 +59,7 @@ way when replayed on another.
 
 from __future__ import annotations
 
+import builtins
 import traceback as _traceback
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -383,7 +384,7 @@ class ErrorInfo:
 
     def to_exception(
         self,
-        wrapper: type[OperationFailed],
+        wrapper: builtins.type[OperationFailed],
         *,
         op_id: str | None = None,
         name: str | None = None,

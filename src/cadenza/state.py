@@ -50,6 +50,7 @@ class AgentState:
     """
 
     __slots__ = ("_doc",)
+    _doc: dict[str, Any]
 
     def __init__(self, document: dict[str, Any]) -> None:
         object.__setattr__(self, "_doc", document)

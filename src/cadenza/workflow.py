@@ -167,9 +167,10 @@ def load(ref: str) -> WorkflowDefinition:
         raise WorkflowNotFound(
             f"{ref} is not a workflow (decorate an async def with @cadenza.workflow)"
         )
-    if target.module is None or target.module.split(":")[0] != module_name:
-        target = _with_module(target, ref)
-    return target
+    definition: WorkflowDefinition = target
+    if definition.module is None or definition.module.split(":")[0] != module_name:
+        definition = _with_module(definition, ref)
+    return definition
 
 
 def _with_module(definition: WorkflowDefinition, ref: str) -> WorkflowDefinition:

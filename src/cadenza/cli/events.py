@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 import click
 from rich.table import Table
 
-from cadenza.cli._common import console, emit_json, json_option, parse_json, run_async
+from cadenza.cli._common import (
+    console,
+    emit_json,
+    err_console,
+    json_option,
+    parse_json,
+    run_async,
+)
 from cadenza.engine.engine import Engine
 from cadenza.errors import InvalidInput
 from cadenza.events.envelope import Event
@@ -131,7 +138,7 @@ def rules_put(
                 "input": input_mode,
             }
         else:
-            target, params = "complete_callback", {"token_path": token_path}
+            target, params = "complete_callback", {"token_path": str(token_path)}
         rule = Rule(
             name=name,
             pattern=parse_json(pattern, "--pattern"),
@@ -200,7 +207,7 @@ def rules_delete(name: str) -> None:
     @run_async
     async def body(engine: Engine) -> int:
         if not await engine.store.delete_rule(name):
-            console.print(f"no rule named {name}")
+            err_console.print(f"[red]error:[/red] no rule named {name}")
             return 3
         console.print(f"deleted rule {name}")
         return 0
@@ -219,7 +226,7 @@ def rules_test(pattern: str, event_json: str) -> None:
         compiled = compile_pattern(parse_json(pattern, "--pattern"))
         matched = compiled.matches(parse_json(event_json, "--event"))
     except CadenzaError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {exc}")
         raise SystemExit(type(exc).exit_code) from None
     console.print("match" if matched else "no match")
     raise SystemExit(0 if matched else 1)

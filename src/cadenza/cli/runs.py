@@ -91,10 +91,12 @@ def describe(run: RunRecord) -> dict[str, Any]:
 
 
 class ProgressPrinter:
-    """Prints each committed operation of the runs this process drives, as it happens."""
+    """Prints each committed operation of the runs this process drives, as it happens,
+    and the tokens of streamed model replies as they arrive."""
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._streaming = False
 
     def __call__(self, run: RunRecord, checkpoint: Checkpoint) -> None:
         ops = {op.op_id: op for op in checkpoint.ops}
@@ -102,7 +104,19 @@ class ProgressPrinter:
         for event in checkpoint.history:
             line = _progress_line(event, ops)
             if line:
+                self._end_stream()
                 err_console.print(f"  {prefix}{line}")
+
+    def stream(self, run_id: str, op_id: str, text: str) -> None:
+        if not self._streaming:
+            err_console.print("  [dim]…[/dim] ", end="")
+            self._streaming = True
+        err_console.print(text, end="", style="dim", markup=False)
+
+    def _end_stream(self) -> None:
+        if self._streaming:
+            err_console.print()
+            self._streaming = False
 
 
 def _progress_line(event: HistoryEvent, ops: dict[str, Any]) -> str | None:
@@ -153,12 +167,15 @@ async def advance(
     engine: Engine, run: RunRecord, *, as_json: bool, linger: float, progress: bool
 ) -> int:
     """Drive ``run`` in this process, then report how it ended or what it waits on."""
-    unsubscribe = engine.subscribe(ProgressPrinter(run.run_id)) if progress else None
+    printer = ProgressPrinter(run.run_id)
+    unsubscribe = (
+        [engine.subscribe(printer), engine.subscribe_stream(printer.stream)] if progress else []
+    )
     try:
         run = await drive(engine, run.run_id, linger=timedelta(seconds=linger))
     finally:
-        if unsubscribe:
-            unsubscribe()
+        for stop in unsubscribe:
+            stop()
     waits = await pending_waits(engine, run)
     if as_json:
         emit_json({**describe(run), "waiting_for": waits})
@@ -328,6 +345,13 @@ def runs_show(run_id: str, as_json: bool) -> None:
         )
         if run.state.get("status"):
             console.print(f"  agent status: {run.state['status']}")
+        usage = run.state.get("metadata", {}).get("usage")
+        if usage:
+            console.print(
+                f"  models: {usage['requests']} calls, {usage['input_tokens']} tokens in,"
+                f" {usage['output_tokens']} out, {usage['cached_tokens']} cached,"
+                f" ${usage['cost_usd']:.4f}"
+            )
         for child in children:
             console.print(f"  child {child.run_id}: {child.workflow} {child.status}")
         report(run, waits) if not run.status.terminal else _print_outcome(run)

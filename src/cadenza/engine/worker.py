@@ -9,6 +9,7 @@ wake-up (a run it executed changed something), or the poll interval — whicheve
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -91,7 +92,7 @@ class Worker:
         self._epochs[run.run_id] = run.lease_epoch
         task = asyncio.create_task(self.engine.activate(run), name=f"run {run.run_id}")
         self.active[run.run_id] = task
-        task.add_done_callback(lambda t, rid=run.run_id: self._finished(rid, t))
+        task.add_done_callback(functools.partial(self._finished, run.run_id))
 
     def _finished(self, run_id: str, task: asyncio.Task[ActivationResult]) -> None:
         self.active.pop(run_id, None)
@@ -142,7 +143,7 @@ class Worker:
             return
         tasks = list(self.active.values())
         epochs = dict(self._epochs)
-        done, pending = await asyncio.wait(tasks, timeout=grace)
+        _, pending = await asyncio.wait(tasks, timeout=grace)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

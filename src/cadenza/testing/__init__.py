@@ -1,10 +1,10 @@
 """Fakes for testing workflows: a throwaway environment, a fake clock, a scripted model.
 
-    async with TestEnvironment(clock=FakeClock()) as env:
-        run = await env.run(book_trip, {"traveller": "Ada", "city": "Lisbon"})
-        assert run.status == RunStatus.SUSPENDED
-        await env.succeed(env.token(run), {"approved": True})
-        assert (await env.resume(run)).status == RunStatus.SUCCEEDED
+async with TestEnvironment(clock=FakeClock()) as env:
+    run = await env.run(book_trip, {"traveller": "Ada", "city": "Lisbon"})
+    assert run.status == RunStatus.SUSPENDED
+    await env.succeed(env.token(run), {"approved": True})
+    assert (await env.resume(run)).status == RunStatus.SUCCEEDED
 """
 
 from __future__ import annotations
@@ -107,12 +107,16 @@ class TestEnvironment:
         run_id = run if isinstance(run, str) else run.run_id
         journal = {op.op_id: op for op in await self.engine.store.load_journal(run_id)}
         tokens = []
-        for cb in sorted(await self.engine.store.load_callbacks(run_id), key=lambda c: c.created_at):
+        for cb in sorted(
+            await self.engine.store.load_callbacks(run_id), key=lambda c: c.created_at
+        ):
             if cb.kind == CallbackKind.CALLBACK and cb.status == CallbackStatus.PENDING:
                 op = journal[cb.op_id]
-                tokens.append(self.engine.tokens.issue(
-                    cb.callback_id, run_id, cb.op_id, parse_iso(op.data["token_expires_at"])
-                ))
+                tokens.append(
+                    self.engine.tokens.issue(
+                        cb.callback_id, run_id, cb.op_id, parse_iso(op.data["token_expires_at"])
+                    )
+                )
         return tokens
 
     async def token(self, run: RunRecord | str) -> str:
