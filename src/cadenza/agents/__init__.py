@@ -16,6 +16,7 @@ from cadenza.agents._calls import (
     call_tool,
     check_budget,
     generate,
+    register_model,
     resolve_model,
     usage_of,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "check_budget",
     "estimate_tokens",
     "generate",
+    "register_model",
     "resolve_model",
     "usage_of",
 ]

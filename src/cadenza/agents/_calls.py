@@ -46,6 +46,12 @@ MODEL_RETRY = RetryPolicy(
 _models: dict[str, Model] = {}
 
 
+def register_model(name: str, model: Model) -> None:
+    """Make ``name`` resolve to ``model`` in this process (a scripted model in tests, a
+    model wrapped with cache and fallback in production)."""
+    _models[name] = model
+
+
 def resolve_model(model: str | Model) -> Model:
     """A model by ``provider:model`` name (created once per process), or the model given."""
     if isinstance(model, Model):

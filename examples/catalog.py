@@ -1,0 +1,33 @@
+"""The runnable examples: `cadenza examples list`, `cadenza examples run NAME`.
+
+Scenarios that reason take a ``model`` in their input (default ``local:smollm2``, the
+offline model); ``cadenza examples run NAME --model bedrock:…`` switches provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Example:
+    name: str
+    description: str
+    workflow: str  # MODULE:WORKFLOW
+    input: dict[str, Any] = field(default_factory=dict)
+    uses_model: bool = False
+
+
+EXAMPLES: list[Example] = [
+    Example(
+        "trip-booking",
+        "Saga: reserve a flight and a hotel, ask for approval, compensate on rejection.",
+        "examples.trip_booking:book_trip",
+        {"traveller": "Ada", "city": "Lisbon", "nights": 3},
+    ),
+]
+
+
+def find(name: str) -> Example | None:
+    return next((e for e in EXAMPLES if e.name == name), None)
