@@ -26,6 +26,14 @@ EXAMPLES: list[Example] = [
         "examples.trip_booking:book_trip",
         {"traveller": "Ada", "city": "Lisbon", "nights": 3},
     ),
+    Example(
+        "flight-agent",
+        "The reference agent loop: search, a sold-out booking, re-plan, book; AgentError"
+        " events go to recovery.",
+        "examples.flight_agent:flight_agent",
+        {"passenger": "Ada Lovelace", "origin": "Lisbon", "destination": "Oslo"},
+        uses_model=True,
+    ),
 ]
 
 

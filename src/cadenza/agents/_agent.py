@@ -30,8 +30,13 @@ from cadenza.retry import RetryPolicy
 from cadenza.state import AgentStatus
 from cadenza.tools import Tool, Toolset
 
-#: A tool call that raised is tried once more before the model hears of the failure.
-TOOL_RETRY = RetryPolicy(max_attempts=2, initial_interval=timedelta(seconds=1))
+#: Tool calls that fail transiently (network, timeouts) are retried durably; any other
+#: error goes straight back to the model, which re-plans: retrying "sold out" is useless.
+TOOL_RETRY = RetryPolicy(
+    max_attempts=3,
+    initial_interval=timedelta(seconds=1),
+    retryable_errors=(ConnectionError, TimeoutError, "StepTimedOut"),
+)
 
 _GUIDANCE = (
     "Work step by step. When a tool helps, call it; you will see its result. When you"
@@ -165,6 +170,7 @@ class _Loop:
                 continue
             answer = response.text.strip()
             if not answer:
+                self._count_error()
                 await self._failed("the reply was empty", "EmptyReply")
                 self.messages.append(Message.user("Reply with the final answer."))
                 continue
@@ -197,6 +203,7 @@ class _Loop:
                     agent.toolset.get(call.name)
                 except ToolError as exc:  # UnknownTool or ToolNotAllowed, phrased for the model
                     outcome = ToolOutcome(call.id, call.name, False, str(exc), type(exc).__name__)
+                    self._count_error()
             else:
                 self.tool_calls += 1
                 outcome = await call_tool(
@@ -219,12 +226,14 @@ class _Loop:
             self._status(AgentStatus.TOOL_EXECUTION_FAILED)
             await self._failed("a tool call failed", self.last_error or "ToolError")
 
+    def _count_error(self) -> None:
+        """Count a failure that no step recorded (steps count their own)."""
+        metadata = self.ctx.state.to_dict().setdefault("metadata", {})
+        metadata["errorCount"] = int(metadata.get("errorCount", 0)) + 1
+
     async def _failed(self, reason: str, error_type: str) -> None:
         self.failures += 1
         self.last_error = error_type
-        self.ctx.state.to_dict().setdefault("metadata", {})
-        metadata = self.ctx.state.to_dict()["metadata"]
-        metadata["errorCount"] = int(metadata.get("errorCount", 0)) + 1
         if self.failures >= self.agent.max_failures:
             await self._give_up(
                 f"{self.failures} failures in a row, the last: {reason}", error_type
