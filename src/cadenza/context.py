@@ -150,6 +150,15 @@ class Context:
         return self._act.run.run_id
 
     @property
+    def trace_id(self) -> str | None:
+        """The trace id shared by every run and event of one conversation."""
+        return self._act.run.trace_id
+
+    async def input_data(self) -> Any:
+        """The run's input as plain JSON data (it never changes, so replay-safe)."""
+        return await self._act.codec.decode(self._act.run.input)
+
+    @property
     def workflow(self) -> WorkflowDefinition:
         return self._act.definition
 

@@ -13,6 +13,7 @@ import importlib
 import logging
 import signal
 import sys
+from datetime import timedelta
 
 import click
 
@@ -58,8 +59,21 @@ def cli(verbose: int) -> None:
     show_default=True,
     help="Seconds in-flight runs get to finish on SIGTERM before they are handed back.",
 )
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a claimed run stays leased without renewal; runs of a worker that died"
+    " are taken over once its leases expire (renewed every third of this).",
+)
 def worker_command(
-    refs: tuple[str, ...], concurrency: int, queues: tuple[str, ...], poll: float, grace: float
+    refs: tuple[str, ...],
+    concurrency: int,
+    queues: tuple[str, ...],
+    poll: float,
+    grace: float,
+    lease: float,
 ) -> None:
     """Claim runnable runs and execute them until stopped (SIGTERM/Ctrl-C: graceful)."""
 
@@ -73,6 +87,7 @@ def worker_command(
                 else:
                     importlib.import_module(ref)
             workflows = [d.key for d in registered()]
+        engine.lease = timedelta(seconds=lease)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,7 +100,8 @@ def worker_command(
             poll_interval=poll,
         )
         worker.on_result = lambda r: err_console.print(
-            f"{r.run_id}: {r.status or 'aborted'} ({r.executed} ops executed, {r.replayed} replayed)"
+            f"{r.run_id}: {r.status or 'aborted'}"
+            f" ({r.executed} ops executed, {r.replayed} replayed)"
         )
         err_console.print(
             f"worker {engine.owner} on {engine.store.url}"

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from cadenza.cli._common import (
@@ -191,9 +192,10 @@ def rules_list(as_json: bool) -> None:
             console.print("no rules; add one with: cadenza rules put NAME --pattern … --start …")
         for r in rules:
             state = "" if r.enabled else " (disabled)"
+            # Patterns are JSON with brackets that rich would read as markup: escape them.
             console.print(
-                f"[bold]{r.name}[/bold]{state}: {json.dumps(r.pattern)} → {r.target}"
-                f" {json.dumps(r.params)}"
+                f"[bold]{escape(r.name)}[/bold]{state}: {escape(json.dumps(r.pattern))}"
+                f" → {r.target} {escape(json.dumps(r.params))}"
             )
 
     body()

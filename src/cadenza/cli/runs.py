@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from cadenza.cli._common import (
@@ -213,7 +214,8 @@ def report(run: RunRecord, waits: list[dict[str, Any]]) -> None:
                     " --payload '{\"approved\": true}'"
                 )
             else:
-                console.print(f"  waiting for an event matching {json.dumps(wait.get('pattern'))}")
+                pattern = escape(json.dumps(wait.get("pattern")))
+                console.print(f"  waiting for an event matching {pattern}")
 
 
 @click.command("run")
