@@ -6,8 +6,11 @@ offline model); ``cadenza examples run NAME --model bedrock:…`` switches provi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from cadenza import Rule
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,13 @@ class Example:
     workflow: str  # MODULE:WORKFLOW
     input: dict[str, Any] = field(default_factory=dict)
     uses_model: bool = False
+    rules: Callable[[], list[Rule]] = list  # installed before the example runs
+
+
+def _recovery_rules() -> list[Rule]:
+    from cadenza.patterns.recovery import recovery_rule
+
+    return [recovery_rule()]
 
 
 EXAMPLES: list[Example] = [
@@ -33,6 +43,7 @@ EXAMPLES: list[Example] = [
         "examples.flight_agent:flight_agent",
         {"passenger": "Ada Lovelace", "origin": "Lisbon", "destination": "Oslo"},
         uses_model=True,
+        rules=_recovery_rules,
     ),
 ]
 

@@ -35,3 +35,33 @@ async def test_a_sold_out_flight_makes_the_agent_replan_and_book_the_next(
         assert status in trail
     assert trail[-1] == state["status"] == "COMPLETED"
     assert state["metadata"]["errorCount"] == 1
+
+
+async def test_an_agent_that_gives_up_reaches_the_recovery_workflow(env: TestEnvironment) -> None:
+    from examples.catalog import find
+
+    for rule in find("flight-agent").rules():  # type: ignore[union-attr]
+        await env.engine.store.put_rule(rule)
+    model = ScriptedModel(name="scripted:nowhere")
+    model.reply(
+        [ToolCall("1", "book_flight", {"flight": "HC999", "passenger": "Ada"})],
+        [ToolCall("2", "book_flight", {"flight": "HC998", "passenger": "Ada"})],
+        [ToolCall("3", "book_flight", {"flight": "HC997", "passenger": "Ada"})],
+    )
+    register_model("scripted:nowhere", model)
+    run = await env.run(flight_agent, {"destination": "Atlantis", "model": "scripted:nowhere"})
+    assert run.status == RunStatus.FAILED
+    assert run.error is not None and run.error.type == "AgentError"
+    assert run.state["status"] == "FAILED"
+    [recovery] = await env.engine.store.list_runs(workflow="cadenza.recovery")
+    recovery = await env.resume(recovery)
+    # The recovery workflow classified the error and asked a person (UNKNOWN → escalate).
+    assert recovery.status == RunStatus.SUSPENDED
+    assert len(await env.tokens(recovery)) == 1
+    event = await recovery_input(env, recovery.run_id)
+    assert event["detail"]["agent"] == "flight-agent" and event["detail"]["run_id"] == run.run_id
+
+
+async def recovery_input(env: TestEnvironment, run_id: str) -> dict[str, object]:
+    run = await env.engine.store.get_run(run_id)
+    return await env.engine.codec.decode(run.input)  # type: ignore[no-any-return]

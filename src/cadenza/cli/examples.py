@@ -95,6 +95,8 @@ def register(cli: click.Group) -> None:
                     raise InvalidInput(f"example {name!r} uses no model")
                 value["model"] = model
             definition = load(example.workflow)
+            for rule in example.rules():
+                await engine.store.put_rule(rule)
             run = await engine.start(definition, value)
             if not quiet and not as_json:
                 err_console.print(f"[bold]▶ {name}[/bold]: run {run.run_id}")
