@@ -23,6 +23,12 @@ class Example:
     rules: Callable[[], list[Rule]] = list  # installed before the example runs
 
 
+def _support_rules() -> list[Rule]:
+    from examples.support_tickets import support
+
+    return support.rules()
+
+
 def _recovery_rules() -> list[Rule]:
     from cadenza.patterns.recovery import recovery_rule
 
@@ -44,6 +50,15 @@ EXAMPLES: list[Example] = [
         {"passenger": "Ada Lovelace", "origin": "Lisbon", "destination": "Oslo"},
         uses_model=True,
         rules=_recovery_rules,
+    ),
+    Example(
+        "support-tickets",
+        "Choreography: support → ticket_created → technical → ticket_resolved →"
+        " notification, no coordinator, one correlation id.",
+        "examples.support_tickets:support_agent",
+        {"customer": "c-1042"},
+        uses_model=True,
+        rules=_support_rules,
     ),
 ]
 
