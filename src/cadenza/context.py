@@ -259,7 +259,7 @@ class Context:
                 started_at=started_at,
             )
             act.record(rec)
-            act.note(H.STEP_STARTED, rec, attempt=attempt)
+            act.note(H.STEP_STARTED, rec, attempt=attempt, worker=act.run.lease_owner)
             if semantics == StepSemantics.AT_MOST_ONCE:
                 await act.flush()
             act.executed += 1

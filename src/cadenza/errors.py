@@ -96,6 +96,7 @@ __all__ = [
     "NonDeterminismError",
     "NotFound",
     "OperationFailed",
+    "PatternError",
     "PayloadTooLarge",
     "RunCancelled",
     "RunFailed",
@@ -352,6 +353,9 @@ class ErrorInfo:
                     and k not in ("message", "retryable")
                     and isinstance(v, str | int | float | bool | list | dict)
                 }
+                declared = getattr(exc, "details", None)
+                if isinstance(declared, dict):
+                    details.update(declared)
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         tb = "".join(_traceback.format_exception(exc)) if exc.__traceback__ else None
         return cls(
@@ -501,3 +505,12 @@ class AgentError(OperationFailed):
     An ``AgentError`` event with the same details is published on the bus first, so a
     rule can start a recovery workflow.
     """
+
+
+# --- patterns --------------------------------------------------------------------------
+
+
+class PatternError(OperationFailed):
+    """A reasoning pattern (``cadenza.patterns``) ran out of options: a chain step kept
+    failing its gate after its retries and go-backs, every branch of a fan-out failed, a
+    supervisor's re-plans ran out. ``details`` says what was tried and what went wrong."""

@@ -18,8 +18,10 @@ from cadenza.tools import tool
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                       reason="the 'local' extra (llama-cpp-python) is not installed"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None,
+        reason="the 'local' extra (llama-cpp-python) is not installed",
+    ),
 ]
 
 ran: list[str] = []
@@ -41,8 +43,13 @@ def to_fahrenheit(celsius: float) -> float:
 
 @workflow(name="t-local-agent")
 async def local_weather(ctx: Context, question: str) -> dict[str, object]:
-    agent = Agent("weather", "You answer weather questions using the tools.",
-                  model="local:smollm2", tools=[get_weather, to_fahrenheit], max_turns=4)
+    agent = Agent(
+        "weather",
+        "You answer weather questions using the tools.",
+        model="local:smollm2",
+        tools=[get_weather, to_fahrenheit],
+        max_turns=4,
+    )
     result = await agent.run(ctx, question)
     return {"answer": result.answer, "turns": result.turns, "tool_calls": result.tool_calls}
 

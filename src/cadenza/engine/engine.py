@@ -271,6 +271,11 @@ class Engine:
                 f"callback {claims.op_id} of run {claims.run_id} already ended"
                 f" ({callback.status}); a token completes its callback once"
             )
+        run = await self.store.get_run(callback.run_id)
+        if run.status.terminal:  # e.g. cancelled: its callbacks are closed, heartbeats too
+            raise RunStateError(
+                f"run {run.run_id} already ended ({run.status}); its callbacks are closed"
+            )
         deadline = callback.deadline()
         if deadline is not None and now >= deadline:
             raise CallbackTokenExpired(

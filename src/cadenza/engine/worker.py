@@ -3,7 +3,13 @@
 Runnable means PENDING, SUSPENDED with a due wake time (timers are just wake times), or
 RUNNING under a lease that expired because its worker died: that run is replayed here from
 its journal. Between claims the worker sleeps until the earliest wake time, a local
-wake-up (a run it executed changed something), or the poll interval — whichever is first.
+wake-up (a run it executed changed something), word from the store that there is new work
+(``RunStore.wait_for_work``: LISTEN/NOTIFY on PostgreSQL), or the poll interval —
+whichever is first.
+
+Stopping is graceful: the worker stops claiming, lets in-flight activations finish for a
+grace period while it keeps their leases alive, then cancels the rest and hands their runs
+back, so another worker resumes them at once instead of after a lease expiry.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cadenza.engine.activation import ActivationResult
 from cadenza.engine.engine import Engine
+from cadenza.errors import StoreError
 from cadenza.events.relay import relay_outbox
 from cadenza.ports.run_store import RunRecord
 
@@ -42,6 +50,9 @@ class Worker:
         self.active: dict[str, asyncio.Task[ActivationResult]] = {}
         self._epochs: dict[str, int] = {}
         self.on_result: Callable[[ActivationResult], None] | None = None
+        # When the last claim that had room ran (None: it had no room). Wake times up to
+        # then were due at that claim and still not taken: other queues, capped ones.
+        self._claimed_at: datetime | None = None
 
     async def run(
         self,
@@ -56,7 +67,14 @@ class Worker:
         try:
             while stop is None or not stop.is_set():
                 wakeup.clear()
-                busy = await self.tick()
+                try:
+                    busy = await self.tick()
+                except StoreError as exc:
+                    if not exc.retryable:
+                        raise
+                    log.warning("store unavailable, retrying in %ss: %s", self.poll_interval, exc)
+                    self._claimed_at = None
+                    busy = False
                 if busy:
                     await asyncio.sleep(0)
                     continue
@@ -64,9 +82,11 @@ class Worker:
                     return
                 await self._idle(wakeup, stop)
         finally:
-            renewer.cancel()
             self.engine.drop_wakeup_event(wakeup)
-            await self._shutdown(grace)
+            try:
+                await self._shutdown(grace)  # leases stay renewed while runs finish
+            finally:
+                renewer.cancel()
 
     async def tick(self) -> bool:
         """One round: relay events, claim what there is room for. True if it did work."""
@@ -74,8 +94,9 @@ class Worker:
         relayed = await relay_outbox(engine) if self.relay else 0
         free = self.concurrency - len(self.active)
         claimed: list[RunRecord] = []
+        self._claimed_at = None
         if free > 0:
-            now = engine.clock.now()
+            now = self._claimed_at = engine.clock.now()
             claimed = await engine.store.claim_runs(
                 owner=engine.owner,
                 now=now,
@@ -110,12 +131,22 @@ class Worker:
     async def _idle(self, wakeup: asyncio.Event, stop: asyncio.Event | None) -> None:
         engine = self.engine
         timeout = self.poll_interval
-        next_wake = await engine.store.next_wake_at()
-        if next_wake is not None:
+        try:
+            next_wake = await engine.store.next_wake_at(
+                workflows=self.workflows, queues=self.queues
+            )
+        except StoreError as exc:
+            if not exc.retryable:
+                raise
+            next_wake = None
+        # A wake time already due at the last claim was not claimable by this worker (no
+        # room, another worker's, a capped queue): waiting for it would spin. Wait for news.
+        if next_wake is not None and self._claimed_at is not None and next_wake > self._claimed_at:
             timeout = min(timeout, max((next_wake - engine.clock.now()).total_seconds(), 0.0))
         waiters = [
             asyncio.create_task(wakeup.wait()),
             asyncio.create_task(engine.clock.sleep(timeout)),
+            asyncio.create_task(engine.store.wait_for_work(timeout)),
         ]
         if stop is not None:
             waiters.append(asyncio.create_task(stop.wait()))
@@ -132,24 +163,68 @@ class Worker:
             await asyncio.sleep(interval)
             until = engine.clock.now() + engine.lease
             for run_id, epoch in list(self._epochs.items()):
-                if not await engine.store.renew_lease(
-                    run_id, owner=engine.owner, epoch=epoch, lease_until=until
-                ):
+                try:
+                    renewed = await engine.store.renew_lease(
+                        run_id, owner=engine.owner, epoch=epoch, lease_until=until
+                    )
+                except StoreError as exc:  # keep trying: the lease may outlive the outage
+                    log.warning("run %s: lease not renewed: %s", run_id, exc)
+                    continue
+                if not renewed:
                     log.warning("run %s: lease lost to another worker", run_id)
 
     async def _shutdown(self, grace: float) -> None:
         """Let in-flight activations finish; hand back the ones that do not in time."""
         if not self.active:
             return
-        tasks = list(self.active.values())
+        tasks = dict(self.active)
         epochs = dict(self._epochs)
-        _, pending = await asyncio.wait(tasks, timeout=grace)
+        log.info("stopping: waiting up to %ss for %d activations", grace, len(tasks))
+        _, pending = await asyncio.wait(tasks.values(), timeout=grace)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for run_id, epoch in epochs.items():
-            if any(t.get_name() == f"run {run_id}" for t in pending):
-                await self.engine.store.release_lease(run_id, owner=self.engine.owner, epoch=epoch)
+        for run_id, task in tasks.items():
+            if task not in pending:
+                continue
+            try:
+                await self.engine.store.release_lease(
+                    run_id, owner=self.engine.owner, epoch=epochs[run_id]
+                )
+                log.info("run %s: handed back", run_id)
+            except StoreError as exc:  # its lease expires instead; another worker resumes it
+                log.warning("run %s: not handed back: %s", run_id, exc)
+
+
+def stop_on_signals(
+    stop: asyncio.Event, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+) -> Callable[[], None]:
+    """Set ``stop`` when the process receives one of ``signals`` (a worker then shuts down
+    gracefully); a second signal ends the process at once. Returns a function that removes
+    the handlers. Call it from the running event loop.
+
+    >>> stop = asyncio.Event()
+    >>> remove = stop_on_signals(stop)
+    >>> await Worker(engine).run(stop=stop)
+    """
+    loop = asyncio.get_running_loop()
+
+    def handle(sig: signal.Signals) -> None:
+        if stop.is_set():  # asked twice: do not wait for the grace period
+            loop.remove_signal_handler(sig)
+            signal.raise_signal(sig)
+            return
+        log.info("received %s: finishing in-flight runs, then stopping", sig.name)
+        stop.set()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, handle, sig)
+
+    def remove() -> None:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+    return remove
 
 
 async def drive(

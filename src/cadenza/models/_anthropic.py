@@ -20,8 +20,14 @@ except ImportError as exc:  # pragma: no cover - exercised by hiding httpx in th
     raise MissingDependency("the 'anthropic' model provider", "anthropic") from exc
 
 from ._base import Model
-from ._http import error_for_status, map_transport_error, parse_json, sse
-from ._json import OUTPUT_TOOL, OUTPUT_TOOL_DESCRIPTION, output_tool_schema, output_tool_text
+from ._http import error_for_status, map_transport_error, sse
+from ._json import (
+    OUTPUT_TOOL,
+    OUTPUT_TOOL_DESCRIPTION,
+    output_tool_schema,
+    output_tool_text,
+    parse_json,
+)
 from ._types import FinishReason, Message, ModelRequest, ModelResponse, StreamChunk, ToolCall, Usage
 
 __all__ = ["AnthropicModel"]
@@ -63,9 +69,9 @@ class AnthropicModel(Model):
             raise ConfigurationError(
                 f"{self.name} needs an API key: set ANTHROPIC_API_KEY (or pass api_key=...)"
             )
-        self.base_url = (
-            base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL
-        ).rstrip("/")
+        self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL).rstrip(
+            "/"
+        )
         self.default_max_tokens = default_max_tokens
         self._headers = {"x-api-key": key, "anthropic-version": API_VERSION}
         self._owns_client = http_client is None
@@ -87,7 +93,11 @@ class AnthropicModel(Model):
         if req.output_schema is not None:
             schema, wrapped = output_tool_schema(req.output_schema)
             tools.append(
-                {"name": OUTPUT_TOOL, "description": OUTPUT_TOOL_DESCRIPTION, "input_schema": schema}
+                {
+                    "name": OUTPUT_TOOL,
+                    "description": OUTPUT_TOOL_DESCRIPTION,
+                    "input_schema": schema,
+                }
             )
             # With other tools the model may still call them; it must end with the answer.
             body["tool_choice"] = (
@@ -197,7 +207,9 @@ class AnthropicModel(Model):
             value = parse_json(text or "{}", f"the tool input streamed by {self.name}")
             blocks[index]["input"] = value
         message["usage"] = usage
-        yield StreamChunk(response=self._response([blocks[i] for i in sorted(blocks)], message, wrapped))
+        yield StreamChunk(
+            response=self._response([blocks[i] for i in sorted(blocks)], message, wrapped)
+        )
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -210,7 +222,9 @@ def _messages(conversation: tuple[Message, ...]) -> list[dict[str, Any]]:
         role = "assistant" if m.role == "assistant" else "user"
         blocks: list[dict[str, Any]] = []
         if m.role == "tool":
-            blocks.append({"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content})
+            blocks.append(
+                {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            )
         else:
             if m.content:
                 blocks.append({"type": "text", "text": m.content})

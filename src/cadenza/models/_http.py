@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
 from ..errors import (
     ModelError,
     ModelNotFound,
-    ModelResponseError,
     ModelThrottled,
     ModelTimeout,
     ModelUnavailable,
 )
 
-__all__ = ["ServerSentEvent", "error_for_status", "map_transport_error", "parse_json", "sse"]
+__all__ = ["ServerSentEvent", "error_for_status", "map_transport_error", "sse"]
 
 
 @dataclass(frozen=True)
@@ -47,14 +45,6 @@ async def sse(response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
                 data.append(value)
     if data:
         yield ServerSentEvent(event or "message", "\n".join(data))
-
-
-def parse_json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        snippet = text[:200]
-        raise ModelResponseError(f"{what} is not JSON: {snippet!r}") from exc
 
 
 def _provider_message(body: str) -> str:

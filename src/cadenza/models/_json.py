@@ -14,11 +14,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import ModelResponseError
+
 __all__ = [
     "OUTPUT_TOOL",
     "extract_json",
     "output_tool_schema",
     "output_tool_text",
+    "parse_json",
     "schema_errors",
 ]
 
@@ -43,6 +46,14 @@ def extract_json(text: str) -> Any:
             return value
     snippet = stripped[:200] + ("…" if len(stripped) > 200 else "")
     raise ValueError(f"the reply contains no JSON value: {snippet!r}")
+
+
+def parse_json(text: str, what: str) -> Any:
+    """``text`` parsed as JSON, or :class:`ModelResponseError` saying what was not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelResponseError(f"{what} is not JSON: {text[:200]!r}") from exc
 
 
 def schema_errors(instance: Any, schema: Mapping[str, Any]) -> list[str]:

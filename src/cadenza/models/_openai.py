@@ -20,7 +20,8 @@ except ImportError as exc:  # pragma: no cover - exercised by hiding httpx in th
     raise MissingDependency("the 'openai' model provider", "openai") from exc
 
 from ._base import Model
-from ._http import error_for_status, map_transport_error, parse_json, sse
+from ._http import error_for_status, map_transport_error, sse
+from ._json import parse_json
 from ._types import FinishReason, Message, ModelRequest, ModelResponse, StreamChunk, ToolCall, Usage
 
 __all__ = ["OpenAIModel"]

@@ -97,7 +97,9 @@ class FallbackModel(Model):
 class TimeoutModel(WrapperModel):
     """Fail a call to ``wrapped`` with :class:`ModelTimeout` when it takes longer than ``timeout``.
 
-    For a stream the limit applies to the wait for each chunk, not to the whole reply.
+    For a stream the limit applies to the wait for each chunk, not to the whole reply. A
+    call that runs in a worker thread (the local model, boto3) cannot be interrupted: the
+    caller stops waiting, the thread finishes its call in the background.
     """
 
     def __init__(self, wrapped: Model, timeout: timedelta) -> None:

@@ -154,6 +154,8 @@ class ModelRequest:
         ``ModelRequest.of("Name three colours", system="Be brief", max_tokens=50)``
         """
         if isinstance(messages, ModelRequest):
+            if system:
+                options["messages"] = (Message.system(system), *messages.messages)
             return replace(messages, **options) if options else messages
         msgs: list[Message] = [Message.system(system)] if system else []
         if isinstance(messages, str):

@@ -271,9 +271,10 @@ class RunStore(ABC):
         an expired lease. Each claim increments ``lease_epoch`` and clears pending wake-ups.
         ``workflows`` limits claims to the (name, version) pairs this worker can execute.
 
-        Higher ``priority`` first, then oldest first. A queue's :class:`QueueConfig` holds
-        across every claimer: a claim never takes a queue past its ``concurrency`` (runs
-        RUNNING under an unexpired lease) nor draws more than its rate bucket holds."""
+        Higher ``priority`` first, then oldest first, and returned in that order. A queue's
+        :class:`QueueConfig` holds across every claimer: a claim never takes a queue past
+        its ``concurrency`` (runs RUNNING under an unexpired lease) nor draws more than its
+        rate bucket holds."""
 
     @abstractmethod
     async def renew_lease(

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ class CallbackTokens:
         self._secret = secret
 
     def issue(self, callback_id: str, run_id: str, op_id: str, expires_at: datetime) -> str:
-        claims = {"c": callback_id, "r": run_id, "o": op_id, "e": int(expires_at.timestamp())}
+        # Whole seconds, rounded up: the token must not expire before its callback does.
+        expiry = math.ceil(expires_at.timestamp())
+        claims = {"c": callback_id, "r": run_id, "o": op_id, "e": expiry}
         body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
         return f"{_PREFIX}.{body}.{self._sign(body)}"
 

@@ -46,7 +46,8 @@ def claim(
     else:
         ids = "SELECT value FROM json_each(:picked)"
         params = {**params, "picked": json.dumps(picked)}
-    return conn.execute(_CLAIM.format(picked=ids, columns=columns), params).fetchall()
+    rows = conn.execute(_CLAIM.format(picked=ids, columns=columns), params).fetchall()
+    return sorted(rows, key=lambda r: (-r["priority"], r["created_at"]))
 
 
 def filters(

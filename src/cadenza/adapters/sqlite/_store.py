@@ -527,7 +527,7 @@ def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
         )
     if cp.events:
         _insert_events(conn, cp.events, cp.now)
-    if cp.outcome is not None and row["parent_run_id"] is not None:
+    if cp.outcome is not None and _parent_open(conn, row["parent_run_id"]):
         status = (
             CallbackStatus.SUCCEEDED
             if cp.outcome.status == RunStatus.SUCCEEDED
@@ -581,6 +581,14 @@ def _update_run(conn: sqlite3.Connection, cp: Checkpoint) -> sqlite3.Row | None:
         params,
     ).fetchone()
     return row
+
+
+def _parent_open(conn: sqlite3.Connection, parent_run_id: str | None) -> bool:
+    """Whether a parent still waits for its child (a cancelled parent ends before them)."""
+    if parent_run_id is None:
+        return False
+    parent = conn.execute("SELECT status FROM runs WHERE run_id = ?", (parent_run_id,)).fetchone()
+    return parent is not None and not RunStatus(parent["status"]).terminal
 
 
 def _set_callback(conn: sqlite3.Connection, res: CallbackResolution, now: datetime) -> bool:

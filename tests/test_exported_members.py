@@ -1,0 +1,81 @@
+"""The public API is exactly the curated ``cadenza.__all__``: adding or removing a name is a
+deliberate change to this list."""
+
+from __future__ import annotations
+
+import cadenza
+
+EXPECTED = [
+    "AgentState",
+    "AgentStatus",
+    "BatchFailed",
+    "BatchItem",
+    "BatchResult",
+    "CadenzaError",
+    "Callback",
+    "CallbackAlreadyCompleted",
+    "CallbackFailed",
+    "CallbackTimedOut",
+    "CallbackTokenExpired",
+    "ChildContextFailed",
+    "Clock",
+    "CompletionConfig",
+    "CompletionReason",
+    "ConfigurationError",
+    "Context",
+    "Engine",
+    "ErrorInfo",
+    "Event",
+    "EventWaitTimedOut",
+    "FakeClock",
+    "InvalidCallbackToken",
+    "InvalidInput",
+    "InvocationFailed",
+    "ItemStatus",
+    "NonDeterminismError",
+    "OperationFailed",
+    "RetryPolicy",
+    "Rule",
+    "RunCancelled",
+    "RunFailed",
+    "RunNotFound",
+    "RunRecord",
+    "RunStatus",
+    "SerializationError",
+    "StepContext",
+    "StepFailed",
+    "StepInterrupted",
+    "StepSemantics",
+    "StepTimedOut",
+    "WaitDecision",
+    "Worker",
+    "WorkflowDefinition",
+    "WorkflowDefinitionError",
+    "WorkflowNotFound",
+    "__version__",
+    "compile_pattern",
+    "drive",
+    "open_engine",
+    "poll_until",
+    "workflow",
+]
+
+
+def test_all_lists_exactly_the_public_api() -> None:
+    assert cadenza.__all__ == EXPECTED
+
+
+def test_every_exported_name_is_importable() -> None:
+    for name in cadenza.__all__:
+        assert hasattr(cadenza, name), name
+    namespace: dict[str, object] = {}
+    exec("from cadenza import *", namespace)
+    assert set(EXPECTED) <= set(namespace)
+
+
+def test_exported_members_say_they_belong_to_cadenza() -> None:
+    for name in cadenza.__all__:
+        member = getattr(cadenza, name)
+        module = getattr(member, "__module__", None)
+        if module is not None and name != "__version__":
+            assert module.split(".")[0] == "cadenza", f"{name} comes from {module}"
