@@ -2,13 +2,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,postgres,aws,local,openai,anthropic,mcp
+EXTRAS := dev,postgres,aws,local,openai,anthropic,mcp,webhook,embeddings
 
 .PHONY: setup demo test test-fast bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	# The embedding model runs on PyTorch: take the CPU build, never a CUDA one.
+	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 

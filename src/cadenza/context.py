@@ -137,11 +137,16 @@ class Callback:
 
 
 class Context:
-    def __init__(self, activation: Activation, context_id: str) -> None:
+    def __init__(
+        self, activation: Activation, context_id: str, *, replay_only: bool = False
+    ) -> None:
         self._act = activation
         self.id = context_id
         self._ops = 0
         self._draws = 0
+        # Inside a child context the journal says has finished, every operation must be
+        # found in the journal: running one live would be a second execution.
+        self._replay_only = replay_only
 
     # --- identity and state -------------------------------------------------------------
 
@@ -597,7 +602,7 @@ class Context:
         """(True, result JSON text) or (False, ErrorInfo); Suspend and aborts propagate."""
         act = self._act
         if rec is not None and rec.status.terminal:
-            act.replayed += 1
+            await self._replay_child(op_id, fn, args)
             if rec.status == OpStatus.SUCCEEDED:
                 return True, rec.result
             return False, rec.error
@@ -628,6 +633,22 @@ class Context:
         act.record(done)
         act.note(H.CONTEXT_SUCCEEDED, done)
         return True, text
+
+    async def _replay_child(
+        self, op_id: str, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> None:
+        """Run a finished child context again over its journal, for its effects on the
+        state document; its recorded outcome stands, whatever this run returns."""
+        act = self._act
+        act.replayed += 1
+        try:
+            await fn(Context(act, op_id, replay_only=True), *args)
+        except (Abort, Fatal, RunCancelled, asyncio.CancelledError):
+            raise
+        except Suspend:
+            raise act.nondeterminism_in_finished(op_id) from None
+        except Exception:
+            pass  # it failed the same way the first time: the record says so
 
     async def map(
         self,
@@ -681,8 +702,12 @@ class Context:
         op_id, rec = self._begin(op_type, name)
         act = self._act
         if rec is not None and rec.status.terminal:
-            data = await act.codec.decode(rec.result)
-            return await self._typed_batch(BatchResult.from_dict(data), types)
+            recorded = BatchResult.from_dict(await act.codec.decode(rec.result))
+            finished = [i.index for i in recorded.items if i.status != ItemStatus.STARTED]
+            await asyncio.gather(
+                *(self._replay_child(f"{op_id}.{i + 1}", branches[i], ()) for i in finished)
+            )
+            return await self._typed_batch(recorded, types)
         if rec is None:
             rec = OpRecord(
                 op_id,
@@ -948,6 +973,8 @@ class Context:
                 raise self._act.nondeterminism(op_id, rec, str(op_type), name)
             if rec.status.terminal:
                 self._act.replayed += 1
+        elif self._replay_only:
+            raise self._act.nondeterminism_in_finished(self.id, op_id, f"{op_type} '{name}'")
         return op_id, rec
 
     async def _outcome(self, rec: OpRecord, failure: type[OperationFailed], tp: Any) -> Any:

@@ -34,7 +34,8 @@ again, identically, on every replay)::
     │   ├── EventWaitTimedOut
     │   ├── ConditionTimedOut
     │   ├── BatchFailed             map/parallel completion rules were not met
-    │   └── AgentError              an agent gave up (plans kept failing, turns ran out)
+    │   ├── AgentError              an agent gave up (plans kept failing, turns ran out)
+    │   └── PatternError            a pattern ran out of attempts (a chain, a supervisor)
     ├── NonDeterminismError         code and journal disagree on replay
     ├── SerializationError          a value cannot be stored as JSON
     ├── RunFailed                   raised to a caller awaiting a run that failed

@@ -270,3 +270,81 @@ async def test_bad_batch_configuration_fails_the_run_clearly(env: TestEnvironmen
     assert run.status == RunStatus.FAILED
     assert run.error is not None and run.error.type == "WorkflowDefinitionError"
     assert "max_concurrency must be >= 1" in run.error.message
+
+
+@workflow(name="t-state-in-children")
+async def state_in_children(ctx: Context) -> dict[str, object]:
+    async def tally(c: Context, n: int) -> int:
+        value = await c.step(lambda: n * 10, name="ten")
+        c.state.context["results"][f"item{n}"] = value
+        return value  # type: ignore[no-any-return]
+
+    async def note(c: Context) -> None:
+        c.state["noted"] = await c.step(lambda: "yes", name="note")
+
+    await ctx.map([1, 2, 3], tally)
+    await ctx.run_in_child_context(note, name="note")
+    await ctx.wait(timedelta(seconds=1))
+    return {"results": ctx.state.context["results"], "noted": ctx.state.get("noted")}
+
+
+async def test_state_written_inside_child_contexts_survives_replay(
+    fake_env: TestEnvironment,
+) -> None:
+    run = await fake_env.run(state_in_children)
+    before = run.state
+    await fake_env.advance(1)
+    run = await fake_env.resume(run)
+    expected = {"results": {"item1": 10, "item2": 20, "item3": 30}, "noted": "yes"}
+    assert await fake_env.result(run) == expected
+    assert run.state["context"] == before["context"] and run.state["noted"] == "yes"
+
+
+async def test_usage_of_model_calls_in_a_map_is_counted_once_across_replays(
+    fake_env: TestEnvironment,
+) -> None:
+    from cadenza.agents import call_model
+    from cadenza.testing import ScriptedModel
+
+    model = ScriptedModel(name="scripted:fanout", default="ok")
+
+    @workflow(name="t-usage-in-map")
+    async def fan(ctx: Context) -> int:
+        await ctx.map([1, 2], lambda c, i: call_model(c, model, f"item {i}"))
+        await ctx.wait(timedelta(seconds=1))
+        return int(ctx.state.metadata["usage"]["requests"])
+
+    run = await fake_env.run(fan)
+    assert run.state["metadata"]["usage"]["requests"] == 2
+    await fake_env.advance(1)
+    run = await fake_env.resume(run)
+    assert await fake_env.result(run) == 2 and len(model.requests) == 2
+    assert run.state["metadata"]["usage"]["requests"] == 2
+
+
+async def test_an_operation_added_inside_a_finished_child_context_is_non_determinism(
+    fake_env: TestEnvironment,
+) -> None:
+    from cadenza.workflow import define, register
+
+    async def original(ctx: Context) -> None:
+        await ctx.run_in_child_context(lambda c: c.step(lambda: 1, name="one"), name="group")
+        await ctx.wait(timedelta(seconds=1))
+
+    async def edited(ctx: Context) -> None:
+        async def group(c: Context) -> None:
+            await c.step(lambda: 1, name="one")
+            await c.step(lambda: 2, name="two")  # new: would run live inside a finished group
+
+        await ctx.run_in_child_context(group, name="group")
+        await ctx.wait(timedelta(seconds=1))
+
+    edited.__qualname__ = original.__qualname__
+    register(define(original, name="t-finished-child", version="1"))
+    run = await fake_env.run(define(original, name="t-finished-child", version="1"))
+    register(define(edited, name="t-finished-child", version="1"))
+    await fake_env.advance(1)
+    run = await fake_env.resume(run)
+    assert run.status == RunStatus.FAILED
+    assert run.error is not None and run.error.type == "NonDeterminismError"
+    assert "child context 1 finished" in run.error.message

@@ -185,6 +185,20 @@ class Activation:
             )
         )
 
+    def nondeterminism_in_finished(
+        self, context_id: str, op_id: str | None = None, asked: str | None = None
+    ) -> Fatal:
+        what = f"asks for {asked} at {op_id}" if asked else "waits"
+        return Fatal(
+            NonDeterminismError(
+                f"run {self.run.run_id}: child context {context_id} finished in an earlier"
+                f" activation, but replaying it now {what}, which its journal does not"
+                f" hold. The code of {self.definition.name} v{self.definition.version}"
+                " changed in a way that breaks replay: deploy the change as a new workflow"
+                " version"
+            )
+        )
+
     async def flush(self) -> None:
         """Commit everything buffered so far (and whatever concurrent branches add)."""
         async with self._lock:
