@@ -191,3 +191,12 @@ async def test_an_evaluator_that_cannot_score_fails_the_run_clearly(env: TestEnv
     assert run.status == RunStatus.FAILED and run.error is not None
     assert run.error.type == "StructuredOutputError"
     assert len(models["judge"].requests) == 3  # the first answer and two repairs, no more
+
+
+def test_scores_on_other_scales_are_normalised() -> None:
+    from cadenza.patterns.evaluator import normalise_score
+
+    assert normalise_score(0.7) == 0.7
+    assert normalise_score(7) == 0.7  # a 1-10 answer
+    assert normalise_score(85) == 0.85  # a percentage
+    assert normalise_score(-3) == 0.0 and normalise_score(1000) == 1.0

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from examples.flight_agent import flight_agent
-
 from cadenza import RunStatus
 from cadenza.agents import register_model
 from cadenza.models import ToolCall
 from cadenza.testing import TestEnvironment
 from cadenza.testing.scripted_model import ScriptedModel
+from examples.flight_agent import flight_agent
 
 
 async def test_a_sold_out_flight_makes_the_agent_replan_and_book_the_next(

@@ -44,6 +44,9 @@ _GUIDANCE = (
 )
 
 
+_LAST_TURN = "This is your last turn: give your final answer now, from what you found."
+
+
 @dataclass(frozen=True)
 class AgentResult:
     answer: str
@@ -138,13 +141,18 @@ class _Loop:
                 name=f"{agent.name}:memory{turn}",
                 budget=agent.budget,
             )
+            # On the last turn no tools are offered: the model must answer with what it has.
+            last = turn == agent.max_turns and turn > 1
+            messages = tuple(self.messages)
+            if last:
+                messages = (*messages, Message.user(_LAST_TURN))
             try:
                 response = await call_model(
                     ctx,
                     agent.model,
                     ModelRequest(
-                        messages=tuple(self.messages),
-                        tools=agent.toolset.specs,
+                        messages=messages,
+                        tools=() if last else agent.toolset.specs,
                         max_tokens=agent.max_tokens,
                     ),
                     name=f"{agent.name}:plan{turn}",

@@ -97,6 +97,17 @@ class Refinement:
         }
 
 
+def normalise_score(value: Any) -> float:
+    """A score in 0..1. Models asked for 0..1 often answer on a 1-10 or 0-100 scale:
+    values up to 10 are read as tenths, up to 100 as percentages; the rest is clamped."""
+    score = float(value)
+    if score > 10:
+        score /= 100
+    elif score > 1:
+        score /= 10
+    return min(max(score, 0.0), 1.0)
+
+
 @dataclass(frozen=True)
 class EvaluatorLoop:
     """A generator drafts, an evaluator scores against ``criteria``, the critique refines.
@@ -150,7 +161,9 @@ class EvaluatorLoop:
     @property
     def schema(self) -> dict[str, Any]:
         """What the evaluator must return: a score per criterion and a critique."""
-        score = {"type": "number", "minimum": 0, "maximum": 1}
+        # No minimum/maximum: grammar-constrained models cannot honour numeric bounds, and
+        # scores on other scales are normalised instead (see normalise_score).
+        score = {"type": "number"}
         return {
             "type": "object",
             "properties": {
@@ -159,7 +172,9 @@ class EvaluatorLoop:
                     "properties": {c.name: score for c in self.rubric},
                     "required": [c.name for c in self.rubric],
                 },
-                "critique": {"type": "string"},
+                # Bounded, so a model that rambles cannot run past its token limit and
+                # leave the JSON unfinished.
+                "critique": {"type": "string", "maxLength": 600},
             },
             "required": ["scores", "critique"],
         }
@@ -227,7 +242,8 @@ class EvaluatorLoop:
                     f"Task:\n{task}\n\nCriteria:\n{rubric}\n\nDraft:\n{draft}\n\nReply with"
                     " JSON: a score from 0 to 1 for each criterion, and a critique."
                 ),
-            )
+            ),
+            max_tokens=400,
         )
         verdict: dict[str, Any] = await generate(
             ctx,
@@ -237,7 +253,7 @@ class EvaluatorLoop:
             name=f"{self.name}:score{number}",
             budget=self.budget,
         )
-        scores = {c.name: float(verdict["scores"][c.name]) for c in self.rubric}
+        scores = {c.name: normalise_score(verdict["scores"][c.name]) for c in self.rubric}
         total = sum(c.weight for c in self.rubric)
         score = round(sum(scores[c.name] * c.weight for c in self.rubric) / total, 6)
         return Round(number, draft, scores, score, str(verdict.get("critique") or ""))
