@@ -37,6 +37,25 @@ def _recovery_rules() -> list[Rule]:
 
 EXAMPLES: list[Example] = [
     Example(
+        "research-report",
+        "Search agent over the knowledge base → summaries fan-out → writer ⇄ evaluator →"
+        " editor's approval (changes go to a revise agent) → report published as an artifact.",
+        "examples.research_report:research_report",
+        {
+            "topic": "How is the Harbour City bike share doing, and what should it fix next?",
+            "sources": 2,
+        },
+        uses_model=True,
+    ),
+    Example(
+        "travel-booking",
+        "Supervisor delegates to flights and hotels agents; a full hotel cancels the flight"
+        " (saga compensation).",
+        "examples.travel_booking:travel_booking",
+        {"traveller": "Ada Lovelace", "origin": "Lisbon", "city": "Oslo"},
+        uses_model=True,
+    ),
+    Example(
         "trip-booking",
         "Saga: reserve a flight and a hotel, ask for approval, compensate on rejection.",
         "examples.trip_booking:book_trip",

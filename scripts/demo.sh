@@ -1,31 +1,32 @@
 #!/usr/bin/env bash
-# The trip-booking saga, end to end: reserve, wait for a human, then confirm or compensate.
+# The main demo, offline: research-report with the local model, from a topic to an
+# approval request, then the editor's approval publishes the report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CADENZA_HOME="${CADENZA_HOME:-.cadenza/demo}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TQDM_DISABLE=1
 cadenza=.venv/bin/cadenza
-token_of() {  # the callback token the run waits on
-  "$cadenza" runs show "$1" --json | .venv/bin/python -c \
-    'import json,sys; print(json.load(sys.stdin)["waiting_for"][0]["token"])'
-}
-run_id_of() { .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["run_id"])'; }
+py=.venv/bin/python
 
-echo "== 1. Ada's trip: the saga reserves a flight and a hotel, then asks for approval"
-approved=$("$cadenza" run examples.trip_booking:book_trip --quiet --json \
-  --input '{"traveller": "Ada", "city": "Lisbon", "nights": 3}' | run_id_of)
-"$cadenza" runs show "$approved"
+echo "== 1. research-report: search agent, summaries, writer and evaluator (local model)"
+echo "   (a 135M-parameter model on 2 cores: expect a minute or two, and modest prose)"
+"$cadenza" examples run research-report --json > "$CADENZA_HOME.last.json" || true
+run=$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' "$CADENZA_HOME.last.json")
+status=$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"])' "$CADENZA_HOME.last.json")
+"$cadenza" runs show "$run"
+if [ "$status" != "SUSPENDED" ]; then
+  echo "the run did not reach the approval step; see: $cadenza runs history $run" >&2
+  exit 1
+fi
+token=$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["waiting_for"][0]["token"])' "$CADENZA_HOME.last.json")
 echo
-echo "== 2. The approver says yes (the run resumes from its journal and confirms)"
-"$cadenza" callback succeed "$(token_of "$approved")" --payload '{"approved": true}'
+echo "== 2. The run waits for the editor, holding no process. The editor approves:"
+echo "   $cadenza callback succeed <token> --payload '{\"decision\": \"approve\"}'"
+"$cadenza" callback succeed "$token" --payload '{"decision": "approve"}'
 echo
-echo "== 3. Bob's trip is rejected: the saga cancels the hotel, then the flight"
-rejected=$("$cadenza" run examples.trip_booking:book_trip --quiet --json \
-  --input '{"traveller": "Bob", "city": "Oslo"}' | run_id_of)
-"$cadenza" callback succeed "$(token_of "$rejected")" --payload '{"approved": false, "reason": "over budget"}'
+echo "== 3. The published report"
+cat "$CADENZA_HOME"/reports/"$run".md
 echo
-echo "== 4. Everything that happened is on record"
-"$cadenza" runs history "$rejected"
-echo
-"$cadenza" runs list
-echo
-echo "State lives in $CADENZA_HOME. Try: $cadenza runs state $approved"
+echo "Everything the run did: $cadenza runs history $run"
+echo "Its state document:     $cadenza runs state $run"
+echo "The trip-booking saga:  $cadenza examples run trip-booking"
