@@ -79,6 +79,38 @@ EXAMPLES: list[Example] = [
         uses_model=True,
         rules=_support_rules,
     ),
+    Example(
+        "contract-router",
+        "Routing: a model labels the request (with a confidence) for the legal, technical or"
+        " scheduling desk; a low confidence or no label goes to the general desk.",
+        "examples.contract_router:contract_router",
+        {"request": "Can you help me review my contract terms?"},
+        uses_model=True,
+    ),
+    Example(
+        "policy-summary",
+        "Evaluator loop: summarise the rental and insurance policy, score it on coverage, tone"
+        " and correctness, refine with the critique until it passes or stops improving.",
+        "examples.policy_summary:policy_summary",
+        {"threshold": 0.8, "max_rounds": 3},
+        uses_model=True,
+    ),
+    Example(
+        "report-digest",
+        "Scatter-gather: extract insights from the 10 field reports, 4 at a time; count themes"
+        " across them and list their contradictions; failed branches are reported.",
+        "examples.report_digest:report_digest",
+        {"task": "Summarize insights across these 10 reports"},
+        uses_model=True,
+    ),
+    Example(
+        "knowledge-qa",
+        "CQRS: ingest the field reports into a SQLite vector store (MiniLM), then answer a"
+        " question from them with citations.",
+        "examples.knowledge_qa:knowledge_qa",
+        {"question": "How did the protected lane on the harbour road affect collisions?"},
+        uses_model=True,
+    ),
 ]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cadenza import Context, workflow
 from cadenza.agents import Agent
@@ -32,7 +32,7 @@ FALLBACK = "general"
 class DeskRequest(BaseModel):
     request: str = "Can you help me review my contract terms?"
     model: str = "local:smollm2"
-    threshold: float = 0.5
+    threshold: float = Field(0.5, ge=0, le=1)  # below it, the general desk answers
 
 
 @functools.cache

@@ -19,9 +19,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from cadenza import Context, workflow
+from cadenza.agents import call_model
+from cadenza.models import ModelRequest
 from cadenza.patterns import Criterion, EvaluatorLoop
 
 POLICY = Path(__file__).parent / "data" / "rental_policy.md"
+MAX_TOKENS = 240  # about 180 words
 
 CRITERIA = (
     Criterion(
@@ -53,21 +56,27 @@ def read_policy() -> str:
 
 @workflow(name="policy-summary", version="1")
 async def policy_summary(ctx: Context, request: SummaryRequest) -> dict[str, Any]:
+    ctx.state.goal = "summarise the rental and insurance policy for riders"
     # Reading a file is I/O: as a step, a replay sees the text the first attempt read.
     policy = request.policy or await ctx.step(read_policy, name="read-policy")
+
+    async def write(ctx: Context, prompt: str) -> str:
+        # A summary is short: a bounded reply keeps a small model from rambling on.
+        asked = ModelRequest.of(prompt, max_tokens=MAX_TOKENS)
+        return (await call_model(ctx, request.model, asked, name="policy-summary:write")).text
+
     review = EvaluatorLoop(
         "policy-summary",
-        generator=request.model,
+        generator=write,
         evaluator=request.evaluator or request.model,
         criteria=CRITERIA,
         threshold=request.threshold,
         max_rounds=request.max_rounds,
     )
-    ctx.state.goal = "summarise the rental and insurance policy for riders"
     refined = await review.run(
         ctx,
-        "Summarise this bike-share rental and insurance policy for riders in at most 120"
-        f" words, keeping every amount and deadline exact.\n\nPolicy:\n{policy}",
+        f"Policy:\n{policy}\n\nSummarise the bike-share policy above for riders in at most"
+        " 120 words, keeping every amount and deadline exact.",
     )
     return {
         "summary": refined.output.strip(),

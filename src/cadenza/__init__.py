@@ -8,14 +8,7 @@ moves on, so a crashed or suspended run resumes exactly where it was.
 from cadenza.batch import BatchItem, BatchResult, CompletionConfig, CompletionReason, ItemStatus
 from cadenza.clock import Clock, FakeClock
 from cadenza.config import open_engine
-from cadenza.context import (
-    Callback,
-    Context,
-    StepContext,
-    StepSemantics,
-    WaitDecision,
-    poll_until,
-)
+from cadenza.context import Callback, Context
 from cadenza.engine import Engine, Worker, drive
 from cadenza.errors import (
     BatchFailed,
@@ -44,6 +37,7 @@ from cadenza.errors import (
     WorkflowNotFound,
 )
 from cadenza.events import Event, compile_pattern
+from cadenza.operations import StepContext, StepSemantics, WaitDecision, poll_until
 from cadenza.ports.run_store import Rule, RunRecord, RunStatus
 from cadenza.retry import RetryPolicy
 from cadenza.state import AgentState, AgentStatus

@@ -15,21 +15,17 @@ import json
 import logging
 import random as _random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from cadenza.batch import BatchItem, BatchResult, CompletionConfig, CompletionReason, ItemStatus
+from cadenza._batching import run_batch
+from cadenza._callbacks import await_callback, open_callback
+from cadenza.batch import BatchResult, CompletionConfig
 from cadenza.clock import iso, parse_iso
 from cadenza.engine.activation import Abort, Fatal, Suspend
 from cadenza.errors import (
-    CallbackFailed,
-    CallbackTimedOut,
     ChildContextFailed,
-    ConditionTimedOut,
     ErrorInfo,
-    EventWaitTimedOut,
     InvocationFailed,
     OperationFailed,
     RunCancelled,
@@ -37,15 +33,23 @@ from cadenza.errors import (
     StepFailed,
     StepInterrupted,
     StepTimedOut,
-    WorkflowDefinitionError,
     WorkflowNotFound,
 )
 from cadenza.history import HistoryEventType as H
 from cadenza.journal import OpRecord, OpStatus, OpType
+from cadenza.operations import (
+    StepContext,
+    StepSemantics,
+    WaitDecision,
+    brief,
+    callable_name,
+    is_async,
+    return_type,
+    wants_step_context,
+)
 from cadenza.ports.run_store import (
     CallbackKind,
     CallbackRecord,
-    CallbackResolution,
     CallbackStatus,
     RunRecord,
     RunStatus,
@@ -57,69 +61,8 @@ from cadenza.workflow import WorkflowDefinition, lookup
 if TYPE_CHECKING:
     from cadenza.engine.activation import Activation
     from cadenza.engine.engine import Engine
-    from cadenza.ports.artifact_store import ArtifactStore
 
 T = TypeVar("T")
-
-#: Token lifetime of a callback that has no timeout of its own.
-DEFAULT_TOKEN_LIFETIME = timedelta(days=365)
-
-
-class StepSemantics(StrEnum):
-    AT_LEAST_ONCE = "at-least-once"  # an attempt that died before its checkpoint runs again
-    AT_MOST_ONCE = "at-most-once"  # an attempt that died counts as failed; never run twice
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """Handed to a step function that declares a first parameter of this type."""
-
-    run_id: str
-    op_id: str
-    name: str
-    attempt: int
-    idempotency_key: str  # stable across attempts and replays: give it to external systems
-    logger: logging.Logger
-    artifacts: ArtifactStore | None
-
-
-@dataclass(frozen=True)
-class WaitDecision:
-    """What ``wait_for_condition`` does after a check: stop, or check again after a delay."""
-
-    should_continue: bool
-    delay: timedelta = timedelta(0)
-
-    @classmethod
-    def stop(cls) -> WaitDecision:
-        return cls(False)
-
-    @classmethod
-    def continue_after(cls, delay: timedelta) -> WaitDecision:
-        return cls(True, delay)
-
-
-def poll_until(
-    done: Callable[[Any], bool],
-    *,
-    every: timedelta = timedelta(seconds=5),
-    backoff_rate: float = 1.0,
-    max_interval: timedelta = timedelta(minutes=5),
-    max_attempts: int | None = None,
-) -> Callable[[Any, int], WaitDecision]:
-    """A wait strategy: stop when ``done(state)``; else check again, backing off."""
-
-    def strategy(state: Any, attempt: int) -> WaitDecision:
-        if done(state):
-            return WaitDecision.stop()
-        if max_attempts is not None and attempt >= max_attempts:
-            raise ConditionTimedOut(f"condition still not met after {attempt} checks")
-        seconds = every.total_seconds() * backoff_rate ** (attempt - 1)
-        return WaitDecision.continue_after(
-            timedelta(seconds=min(seconds, max_interval.total_seconds()))
-        )
-
-    return strategy
 
 
 class Callback:
@@ -133,7 +76,7 @@ class Callback:
         self.token = token
 
     async def result(self) -> Any:
-        return await self._ctx._await_callback(self.op_id, OpType.CALLBACK)
+        return await await_callback(self._ctx, self.op_id, OpType.CALLBACK)
 
 
 class Context:
@@ -230,12 +173,12 @@ class Context:
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
     ) -> Any:
         """Run ``fn(*args)`` once and checkpoint its result; retry per ``retry``."""
-        name = name or _callable_name(fn)
+        name = name or callable_name(fn)
         op_id, rec = self._begin(OpType.STEP, name)
         act = self._act
-        return_type = _return_type(fn)
+        result_type = return_type(fn)
         if rec is not None and rec.status.terminal:
-            return await self._outcome(rec, StepFailed, return_type)
+            return await self._outcome(rec, StepFailed, result_type)
         policy = retry or act.engine.default_retry
         started_at = rec.started_at if rec and rec.started_at else act.now()
         attempt = rec.attempt if rec else 0
@@ -280,7 +223,7 @@ class Context:
             act.record(done)
             act.note(H.STEP_SUCCEEDED, done, attempt=attempt)
             await act.flush()
-            return await act.codec.decode(text, return_type, what=f"the result of step '{name}'")
+            return await act.codec.decode(text, result_type, what=f"the result of step '{name}'")
 
     async def _call(
         self,
@@ -290,7 +233,7 @@ class Context:
         timeout: timedelta | None,
     ) -> Any:
         act = self._act
-        if _wants_step_context(fn):
+        if wants_step_context(fn):
             step_ctx = StepContext(
                 run_id=self.run_id,
                 op_id=rec.op_id,
@@ -302,7 +245,7 @@ class Context:
             )
             args = (step_ctx, *args)
         awaitable: Awaitable[Any]
-        if _is_async(fn):
+        if is_async(fn):
             awaitable = fn(*args)
         else:
             awaitable = asyncio.to_thread(fn, *args)
@@ -337,14 +280,14 @@ class Context:
                 H.STEP_FAILED,
                 retrying,
                 attempt=rec.attempt,
-                error=_brief(info),
+                error=brief(info),
                 next_attempt_at=iso(due),
             )
             await act.flush()
             return retrying
         failed = rec.evolve(status=OpStatus.FAILED, error=info, ended_at=act.now())
         act.record(failed)
-        act.note(H.STEP_FAILED, failed, attempt=rec.attempt, error=_brief(info), final=True)
+        act.note(H.STEP_FAILED, failed, attempt=rec.attempt, error=brief(info), final=True)
         await act.flush()
         raise info.to_exception(StepFailed, op_id=rec.op_id, name=rec.name)
 
@@ -391,8 +334,8 @@ class Context:
         """A callback whose ``token`` an outside party uses to succeed or fail it."""
         name = name or "callback"
         op_id, rec = self._begin(OpType.CALLBACK, name)
-        rec = rec or await self._open_callback(
-            op_id, OpType.CALLBACK, name, CallbackKind.CALLBACK, timeout, heartbeat_timeout
+        rec = rec or await open_callback(
+            self, op_id, OpType.CALLBACK, name, CallbackKind.CALLBACK, timeout, heartbeat_timeout
         )
         callback_id = rec.data["callback_id"]
         token = self._act.tokens.issue(
@@ -410,7 +353,7 @@ class Context:
         retry: RetryPolicy | None = None,
     ) -> Any:
         """Create a callback, hand its token to ``submitter`` (a step), await the outcome."""
-        name = name or _callable_name(submitter)
+        name = name or callable_name(submitter)
 
         async def waiting(child: Context) -> Any:
             callback = await child.create_callback(
@@ -435,10 +378,10 @@ class Context:
         name = name or "event"
         op_id, rec = self._begin(OpType.EVENT_WAIT, name)
         if rec is None:
-            await self._open_callback(
-                op_id, OpType.EVENT_WAIT, name, CallbackKind.EVENT, timeout, None, pattern
+            await open_callback(
+                self, op_id, OpType.EVENT_WAIT, name, CallbackKind.EVENT, timeout, None, pattern
             )
-        result: dict[str, Any] = await self._await_callback(op_id, OpType.EVENT_WAIT)
+        result: dict[str, Any] = await await_callback(self, op_id, OpType.EVENT_WAIT)
         return result
 
     async def emit(
@@ -478,116 +421,17 @@ class Context:
         await act.flush()
         return event.id
 
-    async def _open_callback(
-        self,
-        op_id: str,
-        op_type: OpType,
-        name: str,
-        kind: CallbackKind,
-        timeout: timedelta | None,
-        heartbeat_timeout: timedelta | None,
-        pattern: dict[str, Any] | None = None,
-    ) -> OpRecord:
-        act = self._act
-        now = act.now()
-        callback_id = act.deterministic_id("callback", op_id)
-        expires_at = now + timeout if timeout is not None else None
-        act.add_callback(
-            CallbackRecord(
-                callback_id,
-                self.run_id,
-                op_id,
-                kind,
-                CallbackStatus.PENDING,
-                now,
-                expires_at=expires_at,
-                heartbeat_timeout_s=heartbeat_timeout.total_seconds()
-                if heartbeat_timeout
-                else None,
-                pattern=pattern,
-            )
-        )
-        rec = OpRecord(
-            op_id,
-            op_type,
-            name,
-            OpStatus.PENDING,
-            self._parent,
-            started_at=now,
-            data={
-                "callback_id": callback_id,
-                "token_expires_at": iso(expires_at or now + DEFAULT_TOKEN_LIFETIME),
-            },
-        )
-        act.record(rec)
-        started = H.CALLBACK_STARTED if kind == CallbackKind.CALLBACK else H.EVENT_WAIT_STARTED
-        act.note(
-            started,
-            rec,
-            callback_id=callback_id,
-            timeout_s=timeout.total_seconds() if timeout else None,
-            heartbeat_timeout_s=heartbeat_timeout.total_seconds() if heartbeat_timeout else None,
-            pattern=pattern,
-        )
-        await act.flush()
-        return rec
-
-    async def _await_callback(self, op_id: str, op_type: OpType) -> Any:
-        act = self._act
-        rec = act.journal[op_id]
-        failure = CallbackFailed if op_type == OpType.CALLBACK else EventWaitTimedOut
-        if rec.status.terminal:
-            return await self._outcome(rec, failure, None)
-        callback = act.callbacks[rec.data["callback_id"]]
-        now = act.now()
-        names = {
-            OpType.CALLBACK: (H.CALLBACK_SUCCEEDED, H.CALLBACK_FAILED, H.CALLBACK_TIMED_OUT),
-            OpType.EVENT_WAIT: (H.EVENT_WAIT_SUCCEEDED, H.CALLBACK_FAILED, H.EVENT_WAIT_TIMED_OUT),
-        }[op_type]
-        if callback.status == CallbackStatus.SUCCEEDED:
-            done = rec.evolve(status=OpStatus.SUCCEEDED, result=callback.result, ended_at=now)
-            act.record(done)
-            act.note(names[0], done)
-            await act.flush()
-            return await act.codec.decode(callback.result)
-        deadline = callback.deadline()
-        timed_out = callback.status == CallbackStatus.TIMED_OUT or (
-            callback.status == CallbackStatus.PENDING and deadline is not None and now >= deadline
-        )
-        if callback.status == CallbackStatus.FAILED or timed_out:
-            if timed_out:
-                kind = CallbackTimedOut if op_type == OpType.CALLBACK else EventWaitTimedOut
-                error = ErrorInfo(
-                    kind.__name__,
-                    f"{rec.type} '{rec.name}' timed out at"
-                    f" {iso(deadline) if deadline else iso(now)}",
-                )
-                if callback.status == CallbackStatus.PENDING:
-                    act.resolve(
-                        CallbackResolution(
-                            callback.callback_id, CallbackStatus.TIMED_OUT, error=error
-                        )
-                    )
-            else:
-                error = callback.error or ErrorInfo("CallbackFailed", "the callback failed")
-            failed = rec.evolve(status=OpStatus.FAILED, error=error, ended_at=now)
-            act.record(failed)
-            act.note(names[2] if timed_out else names[1], failed, error=_brief(error))
-            await act.flush()
-            raise error.to_exception(failure, op_id=op_id, name=rec.name)
-        raise act.suspend_until(deadline)
-
     # --- composition --------------------------------------------------------------------
 
     async def run_in_child_context(
         self, fn: Callable[..., Awaitable[T]], *args: Any, name: str | None = None
     ) -> T:
         """Run ``fn(child_ctx, *args)`` as one unit; its failure raises here."""
-        name = name or _callable_name(fn)
+        name = name or callable_name(fn)
         op_id, rec = self._begin(OpType.CONTEXT, name)
         ok, outcome = await self._run_child(op_id, name, fn, args, rec)
         if ok:
-            return await self._act.codec.decode(outcome, _return_type(fn))  # type: ignore[no-any-return]
+            return await self._act.codec.decode(outcome, return_type(fn))  # type: ignore[no-any-return]
         assert isinstance(outcome, ErrorInfo)
         raise outcome.to_exception(ChildContextFailed, op_id=op_id, name=name)
 
@@ -627,7 +471,7 @@ class Context:
             info = ErrorInfo.from_exception(exc)
             failed = rec.evolve(status=OpStatus.FAILED, error=info, ended_at=act.now())
             act.record(failed)
-            act.note(H.CONTEXT_FAILED, failed, error=_brief(info))
+            act.note(H.CONTEXT_FAILED, failed, error=brief(info))
             return False, info
         done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now())
         act.record(done)
@@ -662,10 +506,11 @@ class Context:
         """Run ``fn(child_ctx, item)`` for every item, each in its own child context."""
         items = list(items)
         branches = [functools.partial(_call_with_item, fn, item) for item in items]
-        types = [_return_type(fn)] * len(items)
-        return await self._batch(
+        types = [return_type(fn)] * len(items)
+        return await run_batch(
+            self,
             OpType.MAP,
-            name or f"map:{_callable_name(fn)}",
+            name or f"map:{callable_name(fn)}",
             branches,
             types,
             max_concurrency,
@@ -682,134 +527,10 @@ class Context:
     ) -> BatchResult:
         """Run each ``branch(child_ctx)`` concurrently, each in its own child context."""
         branches = list(branches)
-        types = [_return_type(b) for b in branches]
-        return await self._batch(
-            OpType.PARALLEL, name or "parallel", branches, types, max_concurrency, completion
+        types = [return_type(b) for b in branches]
+        return await run_batch(
+            self, OpType.PARALLEL, name or "parallel", branches, types, max_concurrency, completion
         )
-
-    async def _batch(
-        self,
-        op_type: OpType,
-        name: str,
-        branches: Sequence[Callable[[Context], Awaitable[Any]]],
-        types: list[Any],
-        max_concurrency: int | None,
-        completion: CompletionConfig | None,
-    ) -> BatchResult:
-        if max_concurrency is not None and max_concurrency < 1:
-            raise WorkflowDefinitionError(f"{op_type} '{name}': max_concurrency must be >= 1")
-        completion = completion or CompletionConfig()
-        op_id, rec = self._begin(op_type, name)
-        act = self._act
-        if rec is not None and rec.status.terminal:
-            recorded = BatchResult.from_dict(await act.codec.decode(rec.result))
-            finished = [i.index for i in recorded.items if i.status != ItemStatus.STARTED]
-            await asyncio.gather(
-                *(self._replay_child(f"{op_id}.{i + 1}", branches[i], ()) for i in finished)
-            )
-            return await self._typed_batch(recorded, types)
-        if rec is None:
-            rec = OpRecord(
-                op_id,
-                op_type,
-                name,
-                OpStatus.STARTED,
-                self._parent,
-                started_at=act.now(),
-                data={"size": len(branches)},
-            )
-            act.record(rec)
-            act.note(H.CONTEXT_STARTED, rec, operation=str(op_type), size=len(branches))
-        total = len(branches)
-        outcomes: dict[int, tuple[bool, Any]] = {}
-        gate = asyncio.Semaphore(max_concurrency or max(total, 1))
-        decided = asyncio.Event()
-        reason: list[CompletionReason] = (
-            [completion.verdict(0, 0, total) or CompletionReason.ALL_COMPLETED]
-            if total == 0
-            else []
-        )
-        suspended = False
-        escape: BaseException | None = None
-
-        async def run_item(index: int) -> None:
-            nonlocal suspended, escape
-            async with gate:
-                if decided.is_set():
-                    return
-                child_id = f"{op_id}.{index + 1}"
-                child_rec = act.journal.get(child_id)
-                try:
-                    outcomes[index] = await self._run_child(
-                        child_id, f"{name}[{index}]", branches[index], (), child_rec
-                    )
-                except Suspend:
-                    suspended = True
-                    return
-                except (Abort, Fatal, RunCancelled) as exc:
-                    escape = escape or exc
-                    decided.set()
-                    return
-            succeeded = sum(1 for ok, _ in outcomes.values() if ok)
-            verdict = completion.verdict(succeeded, len(outcomes) - succeeded, total)
-            if verdict is not None and not decided.is_set():
-                reason.append(verdict)
-                decided.set()
-
-        tasks = [asyncio.create_task(run_item(i)) for i in range(total)]
-        waiter = asyncio.create_task(decided.wait())
-        try:
-            pending: set[asyncio.Task[Any]] = set(tasks)
-            while pending and not decided.is_set():
-                _, pending = await asyncio.wait(
-                    pending | {waiter}, return_when=asyncio.FIRST_COMPLETED
-                )
-                pending.discard(waiter)
-        finally:
-            waiter.cancel()
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if escape is not None:
-            raise escape
-        if not reason:
-            if suspended:
-                raise Suspend()
-            reason.append(CompletionReason.ALL_COMPLETED)
-        items = []
-        for index in range(total):
-            if index not in outcomes:
-                items.append(BatchItem(index, ItemStatus.STARTED))
-                continue
-            ok, value = outcomes[index]
-            if ok:
-                items.append(BatchItem(index, ItemStatus.SUCCEEDED, json.loads(value)))
-            else:
-                items.append(BatchItem(index, ItemStatus.FAILED, error=value))
-        result = BatchResult(items, reason[0])
-        text = await act.codec.encode(result.to_dict(), what=f"the result of {op_type} '{name}'")
-        done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now())
-        act.record(done)
-        act.note(
-            H.CONTEXT_SUCCEEDED,
-            done,
-            completion_reason=str(result.completion_reason),
-            succeeded=result.success_count,
-            failed=result.failure_count,
-        )
-        return await self._typed_batch(result, types)
-
-    async def _typed_batch(self, result: BatchResult, types: list[Any]) -> BatchResult:
-        from cadenza.serde import convert
-
-        items = [
-            BatchItem(i.index, i.status, convert(i.result, types[i.index]), i.error)
-            if i.status == ItemStatus.SUCCEEDED and i.index < len(types)
-            else i
-            for i in result.items
-        ]
-        return BatchResult(items, result.completion_reason)
 
     # --- child runs and conditions ------------------------------------------------------
 
@@ -880,7 +601,7 @@ class Context:
         error = callback.error or ErrorInfo("InvocationFailed", "the child run failed")
         failed = rec.evolve(status=OpStatus.FAILED, error=error, ended_at=act.now())
         act.record(failed)
-        act.note(H.INVOKE_FAILED, failed, error=_brief(error))
+        act.note(H.INVOKE_FAILED, failed, error=brief(error))
         await act.flush()
         raise error.to_exception(InvocationFailed, op_id=op_id, name=name)
 
@@ -893,7 +614,7 @@ class Context:
         name: str | None = None,
     ) -> Any:
         """Poll durably: ``state = check(state)`` until ``wait_strategy`` says stop."""
-        name = name or _callable_name(check)
+        name = name or callable_name(check)
         op_id, rec = self._begin(OpType.CONDITION, name)
         act = self._act
         if rec is not None and rec.status.terminal:
@@ -927,7 +648,7 @@ class Context:
                 failed,
                 operation="wait_for_condition",
                 attempt=attempt,
-                error=_brief(info),
+                error=brief(info),
             )
             await act.flush()
             raise info.to_exception(StepFailed, op_id=op_id, name=name) from None
@@ -1002,51 +723,3 @@ async def _call_with_item(
     fn: Callable[[Context, Any], Awaitable[Any]], item: Any, ctx: Context
 ) -> Any:
     return await fn(ctx, item)
-
-
-def _brief(error: ErrorInfo) -> dict[str, Any]:
-    return {"type": error.type, "message": error.message}
-
-
-def _callable_name(fn: Callable[..., Any]) -> str:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    name = getattr(fn, "__name__", None) or type(fn).__name__
-    return "lambda" if name == "<lambda>" else name
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_async(fn: Callable[..., Any]) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    )
-
-
-@functools.lru_cache(maxsize=1024)
-def _wants_step_context(fn: Callable[..., Any]) -> bool:
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    if not params:
-        return False
-    annotation = params[0].annotation
-    return annotation is StepContext or annotation == "StepContext"
-
-
-@functools.lru_cache(maxsize=1024)
-def _return_type(fn: Callable[..., Any]) -> Any:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    try:
-        hint = get_type_hints(fn).get("return")
-    except Exception:
-        return None
-    if hint is None or hint is type(None):
-        return None
-    origin = getattr(hint, "__origin__", None)
-    if origin is not None and getattr(origin, "__name__", "") in ("Awaitable", "Coroutine"):
-        return None
-    return hint

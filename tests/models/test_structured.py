@@ -139,3 +139,14 @@ def test_minimal_validator_is_used_without_jsonschema(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "jsonschema", None)
     errors = schema_errors({"count": 1}, SCHEMA)
     assert errors == ["$: 'name' is a required property"]
+
+
+def test_raw_newlines_inside_strings_are_accepted() -> None:
+    """Small local models write literal newlines in JSON strings; the reply is still usable."""
+    from cadenza.models import extract_json
+
+    reply = '{"scores": {"coverage": 0.4}, "critique": "too short\nadd the fees"}'
+    assert extract_json(reply) == {
+        "scores": {"coverage": 0.4},
+        "critique": "too short\nadd the fees",
+    }

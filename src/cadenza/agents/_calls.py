@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from cadenza.context import Context, StepContext
+from cadenza.context import Context
 from cadenza.errors import BudgetExceeded, StructuredOutputError, ToolError
 from cadenza.models import (
     Message,
@@ -30,6 +30,7 @@ from cadenza.models import (
     output_schema_for,
     schema_errors,
 )
+from cadenza.operations import StepContext
 from cadenza.retry import RetryPolicy
 from cadenza.tools import Toolset
 from cadenza.tools._tool import tool_result_text

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from cadenza.engine.activation import ActivationResult
 from cadenza.engine.engine import Engine
-from cadenza.errors import StoreError
+from cadenza.errors import CadenzaError, StoreError
 from cadenza.events.relay import relay_outbox
 from cadenza.ports.run_store import RunRecord
 
@@ -170,8 +170,17 @@ class Worker:
                 except StoreError as exc:  # keep trying: the lease may outlive the outage
                     log.warning("run %s: lease not renewed: %s", run_id, exc)
                     continue
-                if not renewed:
+                if not renewed and await self._taken_over(run_id):
                     log.warning("run %s: lease lost to another worker", run_id)
+
+    async def _taken_over(self, run_id: str) -> bool:
+        """Whether a run whose lease would not renew is another worker's now (rather than
+        just ended or suspended here, between the renewal and our noticing)."""
+        try:
+            run = await self.engine.store.get_run(run_id)
+        except CadenzaError:
+            return False
+        return run.lease_owner not in (None, self.engine.owner)
 
     async def _shutdown(self, grace: float) -> None:
         """Let in-flight activations finish; hand back the ones that do not in time."""

@@ -32,10 +32,12 @@ def extract_json(text: str) -> Any:
     """The first JSON value in ``text``; raises ``ValueError`` when there is none."""
     stripped = text.strip()
     candidates = [m.group(1).strip() for m in _FENCE.finditer(stripped)] + [stripped]
-    decoder = json.JSONDecoder()
+    # strict=False: small models put raw newlines inside strings; accept them rather than
+    # fall through to an inner object and report the wrong problem.
+    decoder = json.JSONDecoder(strict=False)
     for candidate in candidates:
         try:
-            return json.loads(candidate)
+            return json.loads(candidate, strict=False)
         except json.JSONDecodeError:
             pass
         for match in re.finditer(r"[\[{]", candidate):
@@ -51,7 +53,7 @@ def extract_json(text: str) -> Any:
 def parse_json(text: str, what: str) -> Any:
     """``text`` parsed as JSON, or :class:`ModelResponseError` saying what was not JSON."""
     try:
-        return json.loads(text)
+        return json.loads(text, strict=False)
     except json.JSONDecodeError as exc:
         raise ModelResponseError(f"{what} is not JSON: {text[:200]!r}") from exc
 

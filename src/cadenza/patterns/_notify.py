@@ -25,8 +25,9 @@ from typing import Any, TextIO
 
 from pydantic_core import to_jsonable_python
 
-from cadenza.context import Context, StepContext
+from cadenza.context import Context
 from cadenza.errors import CadenzaError, MissingDependency, WorkflowDefinitionError
+from cadenza.operations import StepContext
 from cadenza.retry import RetryPolicy
 
 __all__ = [

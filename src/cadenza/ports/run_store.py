@@ -190,7 +190,7 @@ class QueueConfig:
     ``rate_period``: a token bucket that holds up to ``rate_limit`` tokens and refills at
     ``rate_limit`` per ``rate_period`` (so bursts up to the limit, that rate sustained).
     Every claim of a run counts: its first activation and each resumption. ``None`` lifts a
-    limit; a queue without a config has none.
+    limit, ``concurrency=0`` pauses the queue; a queue without a config has no limits.
     """
 
     name: str

@@ -1,0 +1,144 @@
+"""``ctx.map`` and ``ctx.parallel``: run branches as child contexts under a concurrency cap
+until the completion rules decide, and record the index-ordered result.
+
+A batch whose record is final replays its finished branches (for their effects on the
+state document) and returns the recorded result; abandoned branches stay abandoned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cadenza.batch import BatchItem, BatchResult, CompletionConfig, CompletionReason, ItemStatus
+from cadenza.engine.activation import Abort, Fatal, Suspend
+from cadenza.errors import RunCancelled, WorkflowDefinitionError
+from cadenza.history import HistoryEventType as H
+from cadenza.journal import OpRecord, OpStatus, OpType
+from cadenza.serde import convert
+
+if TYPE_CHECKING:
+    from cadenza.context import Context
+
+
+async def run_batch(
+    ctx: Context,
+    op_type: OpType,
+    name: str,
+    branches: Sequence[Callable[[Context], Awaitable[Any]]],
+    types: list[Any],
+    max_concurrency: int | None,
+    completion: CompletionConfig | None,
+) -> BatchResult:
+    if max_concurrency is not None and max_concurrency < 1:
+        raise WorkflowDefinitionError(f"{op_type} '{name}': max_concurrency must be >= 1")
+    completion = completion or CompletionConfig()
+    op_id, rec = ctx._begin(op_type, name)
+    act = ctx._act
+    if rec is not None and rec.status.terminal:
+        recorded = BatchResult.from_dict(await act.codec.decode(rec.result))
+        finished = [i.index for i in recorded.items if i.status != ItemStatus.STARTED]
+        await asyncio.gather(
+            *(ctx._replay_child(f"{op_id}.{i + 1}", branches[i], ()) for i in finished)
+        )
+        return typed_batch(recorded, types)
+    if rec is None:
+        rec = OpRecord(
+            op_id,
+            op_type,
+            name,
+            OpStatus.STARTED,
+            ctx._parent,
+            started_at=act.now(),
+            data={"size": len(branches)},
+        )
+        act.record(rec)
+        act.note(H.CONTEXT_STARTED, rec, operation=str(op_type), size=len(branches))
+    total = len(branches)
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    gate = asyncio.Semaphore(max_concurrency or max(total, 1))
+    decided = asyncio.Event()
+    reason: list[CompletionReason] = (
+        [completion.verdict(0, 0, total) or CompletionReason.ALL_COMPLETED] if total == 0 else []
+    )
+    suspended = False
+    escape: BaseException | None = None
+
+    async def run_item(index: int) -> None:
+        nonlocal suspended, escape
+        async with gate:
+            if decided.is_set():
+                return
+            child_id = f"{op_id}.{index + 1}"
+            child_rec = act.journal.get(child_id)
+            try:
+                outcomes[index] = await ctx._run_child(
+                    child_id, f"{name}[{index}]", branches[index], (), child_rec
+                )
+            except Suspend:
+                suspended = True
+                return
+            except (Abort, Fatal, RunCancelled) as exc:
+                escape = escape or exc
+                decided.set()
+                return
+        succeeded = sum(1 for ok, _ in outcomes.values() if ok)
+        verdict = completion.verdict(succeeded, len(outcomes) - succeeded, total)
+        if verdict is not None and not decided.is_set():
+            reason.append(verdict)
+            decided.set()
+
+    tasks = [asyncio.create_task(run_item(i)) for i in range(total)]
+    waiter = asyncio.create_task(decided.wait())
+    try:
+        pending: set[asyncio.Task[Any]] = set(tasks)
+        while pending and not decided.is_set():
+            _, pending = await asyncio.wait(pending | {waiter}, return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(waiter)
+    finally:
+        waiter.cancel()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if escape is not None:
+        raise escape
+    if not reason:
+        if suspended:
+            raise Suspend()
+        reason.append(CompletionReason.ALL_COMPLETED)
+    items = []
+    for index in range(total):
+        if index not in outcomes:
+            items.append(BatchItem(index, ItemStatus.STARTED))
+            continue
+        ok, value = outcomes[index]
+        if ok:
+            items.append(BatchItem(index, ItemStatus.SUCCEEDED, json.loads(value)))
+        else:
+            items.append(BatchItem(index, ItemStatus.FAILED, error=value))
+    result = BatchResult(items, reason[0])
+    text = await act.codec.encode(result.to_dict(), what=f"the result of {op_type} '{name}'")
+    done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now())
+    act.record(done)
+    act.note(
+        H.CONTEXT_SUCCEEDED,
+        done,
+        completion_reason=str(result.completion_reason),
+        succeeded=result.success_count,
+        failed=result.failure_count,
+    )
+    return typed_batch(result, types)
+
+
+def typed_batch(result: BatchResult, types: list[Any]) -> BatchResult:
+
+    items = [
+        BatchItem(i.index, i.status, convert(i.result, types[i.index]), i.error)
+        if i.status == ItemStatus.SUCCEEDED and i.index < len(types)
+        else i
+        for i in result.items
+    ]
+    return BatchResult(items, result.completion_reason)

@@ -1,0 +1,455 @@
+"""The writes of the PostgreSQL run store that touch several rows at once.
+
+A checkpoint is one SQL statement when it can be: a chain of data-modifying CTEs whose
+first member is the fenced update of the run row, and whose inserts happen only if that
+update found the run still leased to the writer. In autocommit mode that statement is its
+own transaction, so the common checkpoint (journal records, history, state, events,
+callbacks, suspension, the end of a run) costs one round trip and one commit. A
+checkpoint that resolves callbacks, starts child runs or ends a child run runs the same
+statement inside a transaction and adds the conditional parts after it.
+
+Rows are locked in one order everywhere (a run before its callbacks, a child before its
+parent) so that concurrent writers queue up instead of deadlocking; the store retries the
+rare deadlock that remains (cancelling a tree while one of its children ends).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from cadenza.adapters.postgres._notify import OUTBOX
+from cadenza.adapters.postgres._rows import (
+    RUN_COLUMNS,
+    error_jsonb,
+    history_params,
+    jsonb,
+    run_from_row,
+    run_params,
+)
+from cadenza.errors import (
+    CallbackNotFound,
+    CheckpointConflict,
+    ErrorInfo,
+    LeaseLost,
+    RunNotFound,
+    RunStateError,
+)
+from cadenza.history import HistoryEvent, HistoryEventType
+from cadenza.ports.run_store import (
+    CallbackResolution,
+    CallbackStatus,
+    Checkpoint,
+    CommitResult,
+    RunRecord,
+    RunStatus,
+)
+
+Conn = AsyncConnection[DictRow]
+
+_TERMINAL = "('SUCCEEDED', 'FAILED', 'CANCELLED')"
+
+
+def needs_transaction(cp: Checkpoint) -> bool:
+    """Whether a checkpoint has parts that one statement cannot do (or undo).
+
+    An outcome is one of them only for a child run (its parent's callback is resolved in
+    the same transaction); the single statement of an outcome applies only to runs
+    without a parent, and the caller falls back to a transaction when it finds one.
+    """
+    return bool(cp.resolutions or cp.children)
+
+
+async def notify(conn: Conn, channel: str, payload: str = "") -> None:
+    await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+# --- checkpoints -----------------------------------------------------------------------
+
+
+async def apply_checkpoint(
+    conn: Conn, schema: str, cp: Checkpoint, *, channel: str, orphan_only: bool = False
+) -> dict[str, Any] | None:
+    """The one statement of a checkpoint; the run row's flags, or None when the fence
+    failed (nothing was written). ``orphan_only`` makes a run with a parent fail the
+    fence too."""
+    s = schema
+    sets = ["updated_at = %(now)s"]
+    params: dict[str, Any] = {
+        "now": cp.now,
+        "run_id": cp.run_id,
+        "owner": cp.owner,
+        "epoch": cp.expected_epoch,
+        "channel": channel,
+    }
+    if cp.state is not None:
+        sets.append("state = %(state)s")
+        params["state"] = jsonb(cp.state)
+    if cp.outcome is not None:
+        sets += [
+            "status = %(status)s",
+            "result = %(result)s",
+            "error = %(error)s",
+            "lease_owner = NULL",
+            "lease_expires_at = NULL",
+            "wake_at = NULL",
+        ]
+        params.update(
+            status=str(cp.outcome.status),
+            result=cp.outcome.result,
+            error=error_jsonb(cp.outcome.error),
+        )
+    elif cp.suspend:
+        sets += [
+            "status = CASE WHEN wake_requested THEN 'PENDING' ELSE 'SUSPENDED' END",
+            "wake_at = %(wake_at)s",
+            "lease_owner = NULL",
+            "lease_expires_at = NULL",
+        ]
+        params["wake_at"] = cp.wake_at
+    ctes = [
+        f"fence AS (UPDATE {s}.runs SET {', '.join(sets)} WHERE run_id = %(run_id)s"
+        " AND lease_owner = %(owner)s AND lease_epoch = %(epoch)s"
+        + (" AND parent_run_id IS NULL" if orphan_only else "")
+        + " RETURNING cancel_requested, parent_run_id, status, queue)"
+    ]
+    if cp.ops:
+        params["ops"] = _json_param(
+            [
+                {
+                    "op_id": op.op_id,
+                    "parent_id": op.parent_id,
+                    "type": str(op.type),
+                    "name": op.name,
+                    "status": str(op.status),
+                    "attempt": op.attempt,
+                    "result": op.result,
+                    "error": op.error.to_dict() if op.error is not None else None,
+                    "started_at": _iso(op.started_at),
+                    "ended_at": _iso(op.ended_at),
+                    "data": op.data or None,
+                }
+                for op in cp.ops
+            ]
+        )
+        ctes.append(
+            f"new_ops AS (INSERT INTO {s}.ops (run_id, op_id, parent_id, type, name, status,"
+            " attempt, result, error, started_at, ended_at, data)"
+            " SELECT %(run_id)s, o.op_id, o.parent_id, o.type, o.name, o.status, o.attempt,"
+            " o.result, o.error, o.started_at, o.ended_at, o.data"
+            " FROM jsonb_to_recordset(%(ops)s::jsonb) AS o(op_id text, parent_id text,"
+            " type text, name text, status text, attempt integer, result text, error jsonb,"
+            " started_at timestamptz, ended_at timestamptz, data jsonb)"
+            " WHERE EXISTS (SELECT 1 FROM fence)"
+            " ON CONFLICT (run_id, op_id) DO UPDATE SET status = excluded.status,"
+            " attempt = excluded.attempt, result = excluded.result, error = excluded.error,"
+            " started_at = excluded.started_at, ended_at = excluded.ended_at,"
+            " data = excluded.data)"
+        )
+    if cp.history:
+        params["history"] = _json_param(
+            [
+                {
+                    "type": str(e.type),
+                    "ts": _iso(e.timestamp),
+                    "op_id": e.op_id,
+                    "parent_id": e.parent_id,
+                    "name": e.name,
+                    "details": e.details or None,
+                }
+                for e in cp.history
+            ]
+        )
+        ctes.append(
+            f"new_history AS (INSERT INTO {s}.history (run_id, type, ts, op_id, parent_id,"
+            " name, details)"
+            " SELECT %(run_id)s, h.type, h.ts, h.op_id, h.parent_id, h.name, h.details"
+            " FROM ROWS FROM (jsonb_to_recordset(%(history)s::jsonb) AS (type text,"
+            " ts timestamptz, op_id text, parent_id text, name text, details jsonb))"
+            " WITH ORDINALITY AS h(type, ts, op_id, parent_id, name, details, n)"
+            " WHERE EXISTS (SELECT 1 FROM fence) ORDER BY h.n)"
+        )
+    if cp.callbacks:
+        params["callbacks"] = _json_param(
+            [
+                {
+                    "callback_id": cb.callback_id,
+                    "run_id": cb.run_id,
+                    "op_id": cb.op_id,
+                    "kind": str(cb.kind),
+                    "status": str(cb.status),
+                    "created_at": _iso(cb.created_at),
+                    "expires_at": _iso(cb.expires_at),
+                    "heartbeat_timeout_s": cb.heartbeat_timeout_s,
+                    "heartbeat_at": _iso(cb.heartbeat_at),
+                    "pattern": cb.pattern,
+                    "result": cb.result,
+                    "error": cb.error.to_dict() if cb.error is not None else None,
+                    "completed_at": _iso(cb.completed_at),
+                }
+                for cb in cp.callbacks
+            ]
+        )
+        ctes.append(
+            f"new_callbacks AS (INSERT INTO {s}.callbacks (callback_id, run_id, op_id, kind,"
+            " status, created_at, expires_at, heartbeat_timeout_s, heartbeat_at, pattern,"
+            " result, error, completed_at)"
+            " SELECT c.callback_id, c.run_id, c.op_id, c.kind, c.status, c.created_at,"
+            " c.expires_at, c.heartbeat_timeout_s, c.heartbeat_at, c.pattern, c.result,"
+            " c.error, c.completed_at"
+            " FROM jsonb_to_recordset(%(callbacks)s::jsonb) AS c(callback_id text,"
+            " run_id text, op_id text, kind text, status text, created_at timestamptz,"
+            " expires_at timestamptz, heartbeat_timeout_s double precision,"
+            " heartbeat_at timestamptz, pattern jsonb, result text, error jsonb,"
+            " completed_at timestamptz)"
+            " WHERE EXISTS (SELECT 1 FROM fence))"
+        )
+    if cp.events:
+        params["events"] = _json_param(list(cp.events))
+        ctes.append(
+            f"new_events AS (INSERT INTO {s}.outbox (event_id, event, published_at)"
+            " SELECT e.value ->> 'id', e.value, %(now)s"
+            " FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS e(value, n)"
+            " WHERE EXISTS (SELECT 1 FROM fence) ORDER BY e.n"
+            " ON CONFLICT (event_id) DO NOTHING)"
+        )
+    # Wake idle workers when this commit made something runnable: events to relay, a
+    # wake-up that arrived while the run was running, a freed slot of a capped queue.
+    wakes = ["f.status = 'PENDING'"]
+    if cp.events:
+        ctes.append(f"relayed AS (SELECT pg_notify(%(channel)s, '{OUTBOX}') FROM fence)")
+    if cp.releases:
+        wakes.append(
+            f"EXISTS (SELECT 1 FROM {s}.queues q WHERE q.name = f.queue"
+            " AND (q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL))"
+        )
+    ctes.append(
+        "woken AS (SELECT pg_notify(%(channel)s, '') FROM fence f WHERE " + " OR ".join(wakes) + ")"
+    )
+    sql = (
+        "WITH "
+        + ", ".join(ctes)
+        + " SELECT cancel_requested, parent_run_id, status, (SELECT count(*) FROM woken)"
+        + (" + (SELECT count(*) FROM relayed)" if cp.events else "")
+        + " AS woken FROM fence"
+    )
+    cur = await conn.execute(sql, params)
+    return await cur.fetchone()
+
+
+async def fence_error(conn: Conn, schema: str, cp: Checkpoint) -> Exception | None:
+    """Why a checkpoint's fence failed: the run is gone, or its lease moved on (None: the
+    lease is the writer's, the run has a parent)."""
+    cur = await conn.execute(
+        f"SELECT lease_owner, lease_epoch FROM {schema}.runs WHERE run_id = %s", (cp.run_id,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return RunNotFound(cp.run_id)
+    if (row["lease_owner"], row["lease_epoch"]) == (cp.owner, cp.expected_epoch):
+        return None
+    return LeaseLost(
+        f"run {cp.run_id}: lease epoch {cp.expected_epoch} of {cp.owner} is no longer"
+        f" current (now {row['lease_epoch']} of {row['lease_owner']}); checkpoint rejected"
+    )
+
+
+async def finish_checkpoint(
+    conn: Conn, schema: str, cp: Checkpoint, row: dict[str, Any], *, channel: str
+) -> CommitResult:
+    """The parts of a checkpoint after its statement, in the same transaction."""
+    for resolution in cp.resolutions:
+        if not await set_callback(conn, schema, resolution, cp.now):
+            raise CheckpointConflict(
+                f"run {cp.run_id}: callback {resolution.callback_id} was completed meanwhile"
+            )
+    for child in cp.children:
+        await insert_run(conn, schema, child)
+        await insert_history(
+            conn,
+            schema,
+            child.run_id,
+            [
+                HistoryEvent(
+                    seq=0,
+                    type=HistoryEventType.EXECUTION_STARTED,
+                    timestamp=cp.now,
+                    details={"parent_run_id": cp.run_id, "parent_op_id": child.parent_op_id},
+                )
+            ],
+        )
+    if cp.children:
+        await notify(conn, channel)
+    parent = row["parent_run_id"]
+    if cp.outcome is not None and await _parent_open(conn, schema, parent):
+        status = (
+            CallbackStatus.SUCCEEDED
+            if cp.outcome.status == RunStatus.SUCCEEDED
+            else CallbackStatus.FAILED
+        )
+        resolution = CallbackResolution(cp.run_id, status, cp.outcome.result, cp.outcome.error)
+        await resolve_callback(conn, schema, resolution, cp.now, channel=channel)
+    return CommitResult(cancel_requested=bool(row["cancel_requested"]))
+
+
+# --- callbacks -------------------------------------------------------------------------
+
+
+async def set_callback(conn: Conn, schema: str, res: CallbackResolution, now: datetime) -> bool:
+    cur = await conn.execute(
+        f"UPDATE {schema}.callbacks SET status = %s, result = %s, error = %s, completed_at = %s"
+        " WHERE callback_id = %s AND status = 'PENDING' RETURNING callback_id",
+        (str(res.status), res.result, error_jsonb(res.error), now, res.callback_id),
+    )
+    return await cur.fetchone() is not None
+
+
+async def resolve_callback(
+    conn: Conn, schema: str, res: CallbackResolution, now: datetime, *, channel: str
+) -> bool:
+    """Resolve a callback from outside its run and wake the run, unless it already ended.
+
+    One statement: lock the run row, resolve the callback if still PENDING, wake the run.
+    """
+    s = schema
+    cur = await conn.execute(
+        f"WITH target AS (SELECT c.callback_id, r.run_id, r.status AS run_status"
+        f" FROM {s}.callbacks c JOIN {s}.runs r ON r.run_id = c.run_id"
+        " WHERE c.callback_id = %(id)s FOR UPDATE OF r),"
+        f" resolved AS (UPDATE {s}.callbacks c SET status = %(status)s, result = %(result)s,"
+        " error = %(error)s, completed_at = %(now)s FROM target t"
+        " WHERE c.callback_id = t.callback_id AND c.status = 'PENDING'"
+        f" AND t.run_status NOT IN {_TERMINAL} RETURNING c.run_id),"
+        f" woken AS (UPDATE {s}.runs r SET wake_requested = true, updated_at = %(now)s,"
+        " status = CASE r.status WHEN 'SUSPENDED' THEN 'PENDING' ELSE r.status END"
+        " FROM resolved WHERE r.run_id = resolved.run_id RETURNING r.run_id),"
+        " notified AS (SELECT pg_notify(%(channel)s, '') FROM woken)"
+        " SELECT t.run_id, t.run_status, (SELECT count(*) FROM resolved) AS resolved,"
+        " (SELECT count(*) FROM notified) AS notified FROM target t",
+        {
+            "id": res.callback_id,
+            "status": str(res.status),
+            "result": res.result,
+            "error": error_jsonb(res.error),
+            "now": now,
+            "channel": channel,
+        },
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise CallbackNotFound(f"no callback {res.callback_id!r}")
+    if RunStatus(row["run_status"]).terminal:
+        raise RunStateError(
+            f"run {row['run_id']} already ended ({row['run_status']}); its callbacks are closed"
+        )
+    return bool(row["resolved"])
+
+
+async def wake(conn: Conn, schema: str, run_id: str, now: datetime) -> None:
+    await conn.execute(
+        f"UPDATE {schema}.runs SET wake_requested = true, updated_at = %s,"
+        " status = CASE status WHEN 'SUSPENDED' THEN 'PENDING' ELSE status END"
+        " WHERE run_id = %s",
+        (now, run_id),
+    )
+
+
+async def _parent_open(conn: Conn, schema: str, parent_run_id: str | None) -> bool:
+    """Whether a parent still waits for its child (a cancelled parent ends before them)."""
+    if parent_run_id is None:
+        return False
+    cur = await conn.execute(
+        f"SELECT status FROM {schema}.runs WHERE run_id = %s", (parent_run_id,)
+    )
+    parent = await cur.fetchone()
+    return parent is not None and not RunStatus(parent["status"]).terminal
+
+
+# --- runs ------------------------------------------------------------------------------
+
+
+async def cancel_tree(
+    conn: Conn, schema: str, run: RunRecord, now: datetime, *, channel: str
+) -> None:
+    """Cancel ``run`` (locked by the caller) and, recursively, its open children."""
+    s = schema
+    held = run.status == RunStatus.RUNNING and (
+        run.lease_expires_at is not None and run.lease_expires_at > now
+    )
+    if held:
+        # The worker sees the flag at its next checkpoint and stops the run itself.
+        await conn.execute(
+            f"UPDATE {s}.runs SET cancel_requested = true, updated_at = %s WHERE run_id = %s",
+            (now, run.run_id),
+        )
+    else:
+        error = ErrorInfo(type="RunCancelled", message=f"run {run.run_id} was cancelled")
+        await conn.execute(
+            f"UPDATE {s}.runs SET status = 'CANCELLED', cancel_requested = true, error = %s,"
+            " lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL, updated_at = %s"
+            " WHERE run_id = %s",
+            (error_jsonb(error), now, run.run_id),
+        )
+        await insert_history(
+            conn,
+            s,
+            run.run_id,
+            [HistoryEvent(seq=0, type=HistoryEventType.EXECUTION_CANCELLED, timestamp=now)],
+        )
+        if await _parent_open(conn, s, run.parent_run_id):
+            res = CallbackResolution(run.run_id, CallbackStatus.FAILED, error=error)
+            await resolve_callback(conn, s, res, now, channel=channel)
+    cur = await conn.execute(
+        f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE parent_run_id = %s"
+        f" AND status NOT IN {_TERMINAL} ORDER BY run_id FOR UPDATE",
+        (run.run_id,),
+    )
+    for row in await cur.fetchall():
+        await cancel_tree(conn, s, run_from_row(row), now, channel=channel)
+
+
+_INSERT_RUN = (
+    "INSERT INTO {s}.runs (" + RUN_COLUMNS + ") VALUES"
+    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+async def insert_run(conn: Conn, schema: str, run: RunRecord) -> None:
+    await conn.execute(_INSERT_RUN.replace("{s}", schema), run_params(run))
+
+
+async def insert_history(
+    conn: Conn, schema: str, run_id: str, events: Sequence[HistoryEvent]
+) -> None:
+    if events:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO {schema}.history (run_id, type, ts, op_id, parent_id, name,"
+                " details) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [history_params(run_id, e) for e in events],
+            )
+
+
+async def insert_events(
+    conn: Conn, schema: str, events: Sequence[dict[str, Any]], now: datetime
+) -> None:
+    if events:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO {schema}.outbox (event_id, event, published_at)"
+                " VALUES (%s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
+                [(e["id"], jsonb(e), now) for e in events],
+            )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _json_param(value: Any) -> str:
+    return json.dumps(value, default=str)
