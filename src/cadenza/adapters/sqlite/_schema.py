@@ -47,17 +47,18 @@ MIGRATIONS: list[list[str]] = [
             data TEXT,
             PRIMARY KEY (run_id, op_id)
         ) WITHOUT ROWID""",
+        # One clustered tree per run's history: an append touches a single B-tree.
         """CREATE TABLE history (
-            seq INTEGER PRIMARY KEY,
             run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
             type TEXT NOT NULL,
             ts REAL NOT NULL,
             op_id TEXT,
             parent_id TEXT,
             name TEXT,
-            details TEXT
-        )""",
-        "CREATE INDEX history_run ON history (run_id, seq)",
+            details TEXT,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID""",
         """CREATE TABLE callbacks (
             callback_id TEXT PRIMARY KEY,
             run_id TEXT NOT NULL,

@@ -552,13 +552,22 @@ def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
 
 
 def _update_run(conn: sqlite3.Connection, cp: Checkpoint) -> sqlite3.Row | None:
-    sets = ["updated_at = :now"]
     params: dict[str, Any] = {
         "now": _ts(cp.now),
         "run_id": cp.run_id,
         "owner": cp.owner,
         "epoch": cp.expected_epoch,
     }
+    if cp.state is None and cp.outcome is None and not cp.suspend:
+        # Nothing about the run itself changes (a step's result, say): check the fence with
+        # a read and leave the row alone, sparing the commit a page write.
+        fenced: sqlite3.Row | None = conn.execute(
+            "SELECT cancel_requested, parent_run_id FROM runs WHERE run_id = :run_id"
+            " AND lease_owner = :owner AND lease_epoch = :epoch",
+            params,
+        ).fetchone()
+        return fenced
+    sets = ["updated_at = :now"]
     if cp.state is not None:
         sets.append("state = :state")
         params["state"] = json.dumps(cp.state)
@@ -710,8 +719,9 @@ def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
 def _insert_history(conn: sqlite3.Connection, run_id: str, events: list[HistoryEvent]) -> None:
     if events:
         conn.executemany(
-            "INSERT INTO history (run_id, type, ts, op_id, parent_id, name, details)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO history (run_id, seq, type, ts, op_id, parent_id, name, details)"
+            " VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE run_id = ?1),"
+            " ?2, ?3, ?4, ?5, ?6, ?7)",
             [
                 (
                     run_id,

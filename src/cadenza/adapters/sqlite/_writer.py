@@ -1,16 +1,22 @@
-"""One thread owns the SQLite connection and commits whatever is queued together.
+"""Every store call becomes a job; the jobs queued in one turn of the event loop commit
+together.
 
-Every store call becomes a job on a queue. The thread takes all jobs waiting at that moment,
-runs the writes in one transaction (each inside its own SAVEPOINT, so one rejected
-checkpoint fails alone), commits once, and only then resolves the callers' futures. Under
-load, the checkpoints of many concurrent runs share a single fsync (group commit); alone, a
-checkpoint costs one commit as it would without the queue.
+``submit`` queues a job and, if none is pending, schedules a drain with ``call_soon``: it
+runs after every coroutine that was ready in this turn has had its say, so the
+checkpoints of concurrent runs pile up and share a single transaction and fsync (group
+commit). The writes run in one transaction, each inside its own SAVEPOINT so that one
+rejected checkpoint fails alone; callers' futures are resolved only after COMMIT, so
+nobody learns of a checkpoint before it is durable.
+
+The jobs run on the event loop's own thread. Handing them to a writer thread would cost a
+thread wake-up and a loop wake-up per commit — more than the work itself for a small
+checkpoint — and SQLite serialises writers anyway. sqlite3 releases the GIL while it
+waits on the disk, so other threads (sync steps run in a thread pool) keep going.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -20,106 +26,105 @@ from cadenza.errors import StoreError
 
 T = TypeVar("T")
 
-Job = tuple[
-    Callable[[sqlite3.Connection], Any], bool, asyncio.AbstractEventLoop, asyncio.Future[Any]
-]
-
-_MAX_BATCH = 1024
+Job = tuple[Callable[[sqlite3.Connection], Any], bool, asyncio.Future[Any]]
 
 
 class SqliteWriter:
     def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
         self._connect = connect
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="cadenza-sqlite", daemon=True)
-        self._started = False
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[Job] = []
+        self._scheduled = False
+        # One connection, used by one drain at a time even if several loops share a store.
+        self._lock = threading.Lock()
 
     def start(self) -> None:
-        if not self._started:
-            self._started = True
-            self._thread.start()
+        if self._conn is None:
+            self._conn = self._connect()
 
     def stop(self) -> None:
-        if self._started:
-            self._jobs.put(None)
-            self._thread.join()
-            self._started = False
+        if self._pending:
+            self._drain()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def submit(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, write, loop, future))
+        self._pending.append((fn, write, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._drain)
         return future
 
-    def _run(self) -> None:
-        conn = self._connect()
+    def _drain(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        if self._conn is None:
+            failure = StoreError("the SQLite store is closed; open it before use")
+            _settle([(job, False, failure) for job in batch])
+            return
+        with self._lock:
+            _process(self._conn, batch)
+
+
+def _process(conn: sqlite3.Connection, batch: list[Job]) -> None:
+    settled: list[tuple[Job, bool, Any]] = []  # held back until their transaction commits
+    in_txn = False
+    # A savepoint isolates one job's failure; a batch of one needs none.
+    isolate = sum(1 for _, write, _ in batch if write) > 1
+
+    def commit() -> None:
+        nonlocal in_txn
         try:
-            while True:
-                job = self._jobs.get()
-                if job is None:
-                    return
-                batch = [job]
-                stop = False
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        more = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    batch.append(more)
-                self._process(conn, batch)
-                if stop:
-                    return
-        finally:
-            conn.close()
-
-    def _process(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
-        settled: list[tuple[Job, bool, Any]] = []  # held back until their transaction commits
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            failure = StoreError(f"SQLite commit failed: {exc}")
+            settled[:] = [(job, False, failure) for job, _, _ in settled]
         in_txn = False
+        _settle(settled)
+        settled.clear()
 
-        def commit() -> None:
-            nonlocal in_txn
+    for job in batch:
+        fn, write, _ = job
+        if not write:
+            if in_txn:
+                commit()
             try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                failure = StoreError(f"SQLite commit failed: {exc}")
-                settled[:] = [(job, False, failure) for job, _, _ in settled]
-            in_txn = False
-            _resolve(settled)
-            settled.clear()
-
-        for job in batch:
-            fn, write, _, _ = job
-            if not write:
-                if in_txn:
-                    commit()
-                try:
-                    _resolve([(job, True, fn(conn))])
-                except BaseException as exc:
-                    _resolve([(job, False, _translate(exc))])
-                continue
-            if not in_txn:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.Error as exc:
-                    _resolve([(job, False, StoreError(f"SQLite is busy: {exc}", retryable=True))])
-                    continue
-                in_txn = True
-            conn.execute("SAVEPOINT checkpoint")
-            try:
-                value = fn(conn)
+                _settle([(job, True, fn(conn))])
             except BaseException as exc:
+                _settle([(job, False, _translate(exc))])
+            continue
+        if not in_txn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                _settle([(job, False, StoreError(f"SQLite is busy: {exc}", retryable=True))])
+                continue
+            in_txn = True
+        if isolate:
+            conn.execute("SAVEPOINT checkpoint")
+        try:
+            value = fn(conn)
+        except BaseException as exc:
+            if isolate:
                 conn.execute("ROLLBACK TO checkpoint")
                 conn.execute("RELEASE checkpoint")
                 settled.append((job, False, _translate(exc)))
-            else:
-                conn.execute("RELEASE checkpoint")
-                settled.append((job, True, value))
-        if in_txn:
-            commit()
+            else:  # the only write of the batch: undo the whole transaction
+                conn.execute("ROLLBACK")
+                in_txn = False
+                _settle([(job, False, _translate(exc))])
+            continue
+        if isolate:
+            conn.execute("RELEASE checkpoint")
+        settled.append((job, True, value))
+    if in_txn:
+        commit()
 
 
 def _translate(exc: BaseException) -> BaseException:
@@ -128,20 +133,9 @@ def _translate(exc: BaseException) -> BaseException:
     return exc
 
 
-def _resolve(results: list[tuple[Job, bool, Any]]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-    for (_, _, loop, future), ok, value in results:
-        by_loop.setdefault(loop, []).append((future, ok, value))
-    for loop, items in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_settle, items)
-        except RuntimeError:  # the loop closed while we worked; nobody is waiting
-            pass
-
-
-def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for future, ok, value in items:
-        if future.done():
+def _settle(results: list[tuple[Job, bool, Any]]) -> None:
+    for (_, _, future), ok, value in results:
+        if future.done():  # the caller was cancelled; the work is done all the same
             continue
         if ok:
             future.set_result(value)
