@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from cadenza.context import Context
 from cadenza.errors import BudgetExceeded, StructuredOutputError, ToolError
@@ -25,11 +25,10 @@ from cadenza.models import (
     ModelResponse,
     ToolCall,
     cost,
-    extract_json,
     infer_model,
     output_schema_for,
-    schema_errors,
 )
+from cadenza.models._structured import _validate  # one validation for every caller
 from cadenza.operations import StepContext
 from cadenza.retry import RetryPolicy
 from cadenza.tools import Toolset
@@ -206,24 +205,6 @@ async def generate(
         raw_reply=reply,
         errors=errors,
     )
-
-
-def _validate(
-    text: str, schema: Mapping[str, Any], adapter: TypeAdapter[Any] | None
-) -> tuple[Any, list[str]]:
-    try:
-        data = extract_json(text)
-    except ValueError as exc:
-        return None, [f"not JSON: {exc}"]
-    if adapter is None:
-        problems = schema_errors(data, schema)
-        return (data, []) if not problems else (None, problems)
-    try:
-        return adapter.validate_python(data), []
-    except ValidationError as exc:
-        return None, [
-            f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()
-        ]
 
 
 @dataclass(frozen=True)
