@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -131,3 +133,25 @@ async def _collect(chunks):  # type: ignore[no-untyped-def]
     async for chunk in chunks:
         final = chunk.response or final
     return final
+
+
+@pytest.mark.slow
+def test_cadenza_ask_answers_offline_with_the_local_model(tmp_path: Path) -> None:
+    """The command a newcomer tries first, as they run it: a real process, no network."""
+    import os
+    import subprocess
+    import sys
+
+    cadenza = Path(sys.executable).with_name("cadenza")
+    env = {**os.environ, "CADENZA_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [str(cadenza), "ask", "local:smollm2", "Name one colour.", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert reply["text"].strip() and reply["model"] == "local:smollm2"
