@@ -1,0 +1,237 @@
+"""Malformed patterns are refused with a message naming where and what is allowed; properties."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cadenza.errors import InvalidEventPattern, InvalidInput
+from cadenza.events import compile_pattern, matches
+from tests.events._support import (  # noqa: F401 - shared helpers
+    EC2_EVENT,
+    check,
+    field,
+    leaf,
+)
+
+# --- invalid patterns ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "where", "says"),
+    [
+        ([], "top level", "must be a JSON object"),
+        ("[1, 2]", "top level", "must be a JSON object"),
+        ({}, "top level", "empty object"),
+        ({"detail": {}}, "at detail:", "empty object"),
+        ({"source": "aws.ec2"}, "at source:", 'like ["aws.ec2"]'),
+        ({"source": 5}, "at source:", "list of values"),
+        ({"source": None}, "at source:", "list of values"),
+        ({"source": []}, "at source:", "empty list"),
+        ({"source": [["a"]]}, "at source:", "each alternative"),
+        ({"detail": {"f": [{}]}}, "at detail.f:", "exactly one operator"),
+        ({"f": [{"prefix": "a", "suffix": "b"}]}, "at f:", "exactly one operator"),
+        ({"f": [{"contains": "a"}]}, "at f:", "unknown match operator 'contains'"),
+        ({"f": [{"Prefix": "a"}]}, "at f:", "unknown match operator"),
+        ({"f": [{"prefix": 5}]}, "at f:", "prefix takes a string"),
+        ({"f": [{"prefix": None}]}, "at f:", "prefix takes a string"),
+        ({"f": [{"prefix": ["a"]}]}, "at f:", "prefix takes a string"),
+        ({"f": [{"prefix": {"wildcard": "a"}}]}, "at f:", "equals-ignore-case"),
+        ({"f": [{"prefix": {"equals-ignore-case": 1}}]}, "at f:", "takes a string"),
+        ({"f": [{"suffix": 1}]}, "at f:", "suffix takes a string"),
+        ({"f": [{"suffix": {"equals-ignore-case": "a", "x": 1}}]}, "at f:", "suffix takes"),
+        ({"f": [{"equals-ignore-case": ["a"]}]}, "at f:", "equals-ignore-case takes a string"),
+        ({"f": [{"wildcard": 1}]}, "at f:", "wildcard takes a string"),
+        ({"f": [{"wildcard": "a**b"}]}, "at f:", "consecutive '*'"),
+        ({"f": [{"wildcard": "**"}]}, "at f:", "consecutive '*'"),
+        ({"f": [{"wildcard": "a\\b"}]}, "at f:", "bad escape"),
+        ({"f": [{"wildcard": "trailing\\"}]}, "at f:", "bad escape"),
+        ({"f": [{"exists": "true"}]}, "at f:", "exists takes true or false"),
+        ({"f": [{"exists": 1}]}, "at f:", "exists takes true or false"),
+        ({"f": [{"exists": None}]}, "at f:", "exists takes true or false"),
+        ({"detail": {"price": [{"numeric": [">", "0"]}]}}, "at detail.price:", "numeric needs"),
+        ({"f": [{"numeric": 5}]}, "at f:", '[">", 0, "<=", 5]'),
+        ({"f": [{"numeric": []}]}, "at f:", "numeric needs"),
+        ({"f": [{"numeric": [">"]}]}, "at f:", "numeric needs"),
+        ({"f": [{"numeric": [">", 0, "<"]}]}, "at f:", "numeric needs"),
+        ({"f": [{"numeric": [">", 0, "<", 5, ">", 1]}]}, "at f:", "numeric needs"),
+        ({"f": [{"numeric": ["!=", 0]}]}, "at f:", "unknown operator"),
+        ({"f": [{"numeric": ["=>", 0]}]}, "at f:", "unknown operator"),
+        ({"f": [{"numeric": [">", True]}]}, "at f:", "not a number"),
+        ({"f": [{"numeric": [">", None]}]}, "at f:", "not a number"),
+        ({"f": [{"numeric": ["=", 1, "<", 5]}]}, "at f:", '"=" stands alone'),
+        ({"f": [{"numeric": ["<", 5, ">", 0]}]}, "at f:", "lower bound first"),
+        ({"f": [{"numeric": [">", 0, ">", 5]}]}, "at f:", "lower bound first"),
+        ({"f": [{"numeric": [">", 5, "<", 1]}]}, "at f:", "is empty"),
+        ({"f": [{"numeric": [">", 5, "<=", 5]}]}, "at f:", "is empty"),
+        ({"f": [{"numeric": [">", math.inf]}]}, "at f:", "finite"),
+        ({"f": [math.nan]}, "at f:", "finite"),
+        ({"f": [{"cidr": "10.0.0.0"}]}, "at f:", "address block"),
+        ({"f": [{"cidr": "10.0.0.0/33"}]}, "at f:", "not an address block"),
+        ({"f": [{"cidr": "300.0.0.0/8"}]}, "at f:", "not an address block"),
+        ({"f": [{"cidr": "nonsense/8"}]}, "at f:", "not an address block"),
+        ({"f": [{"cidr": 10}]}, "at f:", "cidr takes"),
+        ({"f": [{"anything-but": []}]}, "at f:", "at least one value"),
+        ({"f": [{"anything-but": None}]}, "at f:", "strings or numbers"),
+        ({"f": [{"anything-but": True}]}, "at f:", "strings or numbers"),
+        ({"f": [{"anything-but": [None]}]}, "at f:", "exists"),
+        ({"f": [{"anything-but": ["a", 1]}]}, "at f:", "only strings or only numbers"),
+        ({"f": [{"anything-but": [["a"]]}]}, "at f:", "strings or numbers"),
+        ({"f": [{"anything-but": {"numeric": [">", 1]}}]}, "at f:", "anything-but takes"),
+        ({"f": [{"anything-but": {"exists": True}}]}, "at f:", "anything-but takes"),
+        ({"f": [{"anything-but": {}}]}, "at f:", "anything-but takes"),
+        ({"f": [{"anything-but": {"prefix": "a", "suffix": "b"}}]}, "at f:", "anything-but"),
+        ({"f": [{"anything-but": {"prefix": 1}}]}, "at f:", "takes strings"),
+        ({"f": [{"anything-but": {"prefix": ""}}]}, "at f:", "exclude every string"),
+        ({"f": [{"anything-but": {"suffix": [""]}}]}, "at f:", "exclude every string"),
+        ({"f": [{"anything-but": {"wildcard": []}}]}, "at f:", "at least one string"),
+        ({"f": [{"anything-but": {"wildcard": "a**"}}]}, "at f:", "consecutive '*'"),
+        ({"f": [{"anything-but": {"equals-ignore-case": [1]}}]}, "at f:", "takes strings"),
+        ({"$or": {"a": [1]}}, "at $or:", "at least two objects"),
+        ({"$or": [{"a": [1]}]}, "at $or:", "at least two objects"),
+        ({"$or": []}, "at $or:", "at least two objects"),
+        ({"$or": [{"a": [1]}, ["b"]]}, "at $or[1]:", "must be an object"),
+        ({"$or": [{"a": [1]}, {}]}, "at $or[1]:", "empty object"),
+        ({"detail": {"$or": [{"a": [1]}, {"b": "x"}]}}, "at detail.$or[1].b:", "list of values"),
+        ({"$or": [{"prefix": ["a"]}, {"b": [1]}]}, "at $or[0].prefix:", "not a field name"),
+        ({"$or": [{"x": {"numeric": [1]}}, {"b": [1]}]}, "x.numeric", "not a field name"),
+        ({"source": {"prefix": "aws."}}, "at source.prefix:", "is a match operator"),
+        ({1: ["a"]}, "top level", "field names must be strings"),
+        ({"f": [object()]}, "at f:", "each alternative"),
+    ],
+)
+def test_invalid_patterns_name_the_path_and_what_is_allowed(
+    pattern: Any, where: str, says: str
+) -> None:
+    with pytest.raises(InvalidEventPattern) as caught:
+        compile_pattern(pattern)
+    message = str(caught.value)
+    assert where in message
+    assert says in message
+
+
+def test_invalid_json_text() -> None:
+    with pytest.raises(InvalidEventPattern, match="not valid JSON"):
+        compile_pattern('{"source": [')
+
+
+def test_invalid_event_pattern_is_an_invalid_input() -> None:
+    with pytest.raises(InvalidInput):
+        compile_pattern({"f": "x"})
+
+
+def test_the_documented_numeric_error_message() -> None:
+    with pytest.raises(InvalidEventPattern) as caught:
+        compile_pattern({"detail": {"price": [{"numeric": "> 0"}]}})
+    assert str(caught.value).startswith(
+        'pattern at detail.price: numeric needs operator/number pairs like [">", 0, "<=", 5]'
+    )
+
+
+# --- properties ------------------------------------------------------------------------
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["a", "b", "$or", "prefix", "numeric"]), children, max_size=4
+        )
+    ),
+    max_leaves=12,
+)
+safe_text = st.text(st.characters(blacklist_characters="*\\"), max_size=8)
+
+
+@given(pattern=json_values, event=json_values)
+@settings(max_examples=300)
+def test_compiling_anything_either_works_or_raises_invalid_event_pattern(
+    pattern: Any, event: Any
+) -> None:
+    try:
+        compiled = compile_pattern(pattern)
+    except InvalidEventPattern:
+        return
+    if isinstance(event, dict):
+        assert compiled.matches(event) in (True, False)
+
+
+finite_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+) | st.text()
+
+
+@given(value=finite_scalars, others=st.lists(json_scalars, max_size=3))
+def test_a_scalar_matches_itself_alone_and_in_an_array(value: Any, others: list[Any]) -> None:
+    pattern = compile_pattern({"k": [value]})
+    assert pattern.matches({"k": value})
+    assert pattern.matches({"k": [*others, value]})
+
+
+@given(excluded=st.text(), value=st.text())
+def test_anything_but_is_the_complement_of_exact_match(excluded: str, value: str) -> None:
+    exact = matches({"k": [excluded]}, {"k": value})
+    assert matches({"k": [{"anything-but": excluded}]}, {"k": value}) is not exact
+
+
+@given(prefix=st.text(), rest=st.text())
+def test_prefix_and_suffix_match_their_own_concatenation(prefix: str, rest: str) -> None:
+    assert matches({"k": [{"prefix": prefix}]}, {"k": prefix + rest})
+    assert matches({"k": [{"suffix": prefix}]}, {"k": rest + prefix})
+    assert matches({"k": [{"prefix": {"equals-ignore-case": prefix}}]}, {"k": prefix + rest})
+
+
+@given(head=safe_text, middle=st.text(max_size=8), tail=safe_text, other=st.text(max_size=20))
+def test_wildcard_agrees_with_its_definition(head: str, middle: str, tail: str, other: str) -> None:
+    pattern = {"k": [{"wildcard": f"{head}*{tail}"}]}
+    assert matches(pattern, {"k": head + middle + tail})
+    expected = (
+        len(other) >= len(head) + len(tail) and other.startswith(head) and other.endswith(tail)
+    )
+    assert matches(pattern, {"k": other}) is expected
+
+
+@given(
+    value=st.integers(-1000, 1000) | st.floats(-1000, 1000),
+    low=st.integers(-1000, -1),
+    high=st.integers(0, 1000),
+)
+def test_numeric_range_agrees_with_python_comparison(value: float, low: int, high: int) -> None:
+    pattern = {"k": [{"numeric": [">", low, "<=", high]}]}
+    assert matches(pattern, {"k": value}) is (low < value <= high)
+    assert not matches(pattern, {"k": str(value)})
+
+
+@given(
+    a=st.sampled_from(["x", "y", "z"]),
+    b=st.sampled_from(["x", "y", "z"]),
+    event=st.fixed_dictionaries(
+        {}, optional={"p": st.sampled_from(["x", "y"]), "q": st.sampled_from(["x", "z"])}
+    ),
+)
+def test_or_is_the_disjunction_of_its_branches(a: str, b: str, event: dict[str, Any]) -> None:
+    first, second = {"p": [a]}, {"q": [b, {"exists": False}]}
+    either = matches({"$or": [first, second]}, event)
+    assert either is (matches(first, event) or matches(second, event))
+
+
+@given(
+    head=st.text("ab.", max_size=3),
+    middle=st.lists(st.text("ab.", min_size=1, max_size=3), max_size=3),
+    tail=st.text("ab.", max_size=3),
+    value=st.text("ab.", max_size=10),
+)
+def test_wildcard_with_many_stars_agrees_with_a_regular_expression(
+    head: str, middle: list[str], tail: str, value: str
+) -> None:
+    import re
+
+    parts = [head, *middle, tail]
+    wildcard = "*".join(parts)
+    oracle = re.fullmatch(".*".join(re.escape(p) for p in parts), value, re.DOTALL)
+    assert matches({"k": [{"wildcard": wildcard}]}, {"k": value}) is (oracle is not None)
