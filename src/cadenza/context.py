@@ -36,7 +36,7 @@ from cadenza.errors import (
     WorkflowNotFound,
 )
 from cadenza.history import HistoryEventType as H
-from cadenza.journal import OpRecord, OpStatus, OpType
+from cadenza.journal import OpRecord, OpStatus, OpType, parent_of
 from cadenza.operations import (
     StepContext,
     StepSemantics,
@@ -456,7 +456,7 @@ class Context:
                 OpType.CONTEXT,
                 name,
                 OpStatus.STARTED,
-                self._parent_of(op_id),
+                parent_of(op_id),
                 started_at=act.now(),
             )
             act.record(rec)
@@ -676,11 +676,6 @@ class Context:
     @property
     def _parent(self) -> str | None:
         return self.id or None
-
-    @staticmethod
-    def _parent_of(op_id: str) -> str | None:
-        head, sep, _ = op_id.rpartition(".")
-        return head if sep else None
 
     def _op_id(self, position: int) -> str:
         return f"{self.id}.{position}" if self.id else str(position)

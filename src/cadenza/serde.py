@@ -92,7 +92,3 @@ class PayloadCodec:
                 )
             data = json.loads(await self.artifacts.get(data[_ARTIFACT]))
         return convert(data, tp, what=what)
-
-
-def is_artifact_reference(text: str | None) -> bool:
-    return bool(text) and text.startswith('{"' + _ARTIFACT)  # type: ignore[union-attr]

@@ -30,9 +30,7 @@ from cadenza.ports.run_store import (
     RunStatus,
     RunStore,
 )
-from tests.contract._support import (  # noqa: F401 - shared helpers
-    T0,
-    _fields,
+from tests.contract._support import (
     at,
     callback,
     checkpoint,

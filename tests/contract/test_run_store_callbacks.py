@@ -24,9 +24,7 @@ from cadenza.ports.run_store import (
     RunStatus,
     RunStore,
 )
-from tests.contract._support import (  # noqa: F401 - shared helpers
-    T0,
-    _fields,
+from tests.contract._support import (
     at,
     callback,
     checkpoint,
@@ -36,9 +34,6 @@ from tests.contract._support import (  # noqa: F401 - shared helpers
     envelope,
     new_run,
     note,
-    started,
-    step,
-    suspended,
 )
 from tests.contract.conftest import StoreFactory
 

@@ -11,12 +11,6 @@ from hypothesis import strategies as st
 
 from cadenza.errors import InvalidEventPattern, InvalidInput
 from cadenza.events import compile_pattern, matches
-from tests.events._support import (  # noqa: F401 - shared helpers
-    EC2_EVENT,
-    check,
-    field,
-    leaf,
-)
 
 # --- invalid patterns ------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ _width = None if sys.stdout.isatty() else 200
 console = Console(highlight=False, soft_wrap=True, width=_width)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 
 
@@ -84,13 +83,6 @@ def run_async(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
     return wrapper
 
 
-EngineCommand = Callable[..., Awaitable[Any]]
-
-
-def with_engine(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
-    return run_async(fn)
-
-
 def ago(value: datetime | None, now: datetime) -> str:
     if value is None:
         return "-"
@@ -111,7 +103,6 @@ def _span(seconds: float) -> str:
 
 
 __all__ = [
-    "EXIT_OK",
     "EXIT_RUN_FAILED",
     "Engine",
     "ago",
@@ -121,5 +112,4 @@ __all__ = [
     "json_option",
     "parse_json",
     "run_async",
-    "with_engine",
 ]

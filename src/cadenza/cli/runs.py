@@ -53,7 +53,7 @@ async def pending_waits(engine: Engine, run: RunRecord) -> list[dict[str, Any]]:
             wait: dict[str, Any] = {
                 "run_id": current.run_id,
                 "op_id": cb.op_id,
-                "name": _wait_name(journal, cb.op_id),
+                "name": op.name if op else cb.op_id,
                 "kind": str(cb.kind),
                 "expires_at": cb.deadline(),
             }
@@ -69,17 +69,6 @@ async def pending_waits(engine: Engine, run: RunRecord) -> list[dict[str, Any]]:
             waits.append(wait)
         runs.extend(await engine.store.list_runs(parent_run_id=current.run_id, limit=1000))
     return waits
-
-
-def _wait_name(journal: dict[str, Any], op_id: str) -> str:
-    """The callback's name, or its enclosing operation's when the callback's own is generic
-    (an approval gate's callback is just "callback" inside the gate's "editor" context)."""
-    op = journal.get(op_id)
-    name = op.name if op else op_id
-    parent = journal.get(op_id.rpartition(".")[0]) if "." in op_id else None
-    if name in ("callback", "event") and parent is not None:
-        return str(parent.name)
-    return str(name)
 
 
 def describe(run: RunRecord) -> dict[str, Any]:

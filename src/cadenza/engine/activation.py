@@ -216,7 +216,6 @@ class Activation:
 
         started = time.perf_counter()
         ctx = Context(self, "")
-        status: RunStatus | None
         outcome: RunOutcome | None = None
         try:
             if self.cancel_requested:

@@ -174,7 +174,7 @@ class ApprovalGate:
         op_name = f"{label}:escalation{round_no}" if escalated else f"{label}:round{round_no}"
 
         async def exchange(child: Context) -> dict[str, Any] | None:
-            callback = await child.create_callback(name="callback", timeout=timeout)
+            callback = await child.create_callback(name=op_name, timeout=timeout)
             payload = json.dumps({"decision": "approve", "comment": "looks good"})
             notification = Notification(
                 kind=kind,
