@@ -4,13 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := dev,postgres,aws,local,openai,anthropic,mcp,webhook,embeddings
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo doctor test test-fast bench lint clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml scripts/install-llama.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The embedding model runs on PyTorch: take the CPU build, never a CUDA one.
 	$(BIN)/pip install --quiet torch==2.13.0
+	# The local model runtime, built for any CPU of this architecture (not -march=native).
+	scripts/install-llama.sh $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
@@ -18,6 +20,9 @@ setup: $(VENV)/.installed
 
 demo: setup
 	scripts/demo.sh
+
+doctor: setup
+	$(BIN)/cadenza doctor
 
 test: setup
 	scripts/ensure-postgres.sh
@@ -30,8 +35,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_engine.py
 
 lint: setup
-	$(BIN)/ruff check src tests examples benchmarks
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 clean:

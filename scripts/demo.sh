@@ -10,15 +10,25 @@ py=.venv/bin/python
 
 echo "== 1. research-report: search agent, summaries, writer and evaluator (local model)"
 echo "   (a 135M-parameter model on 2 cores: expect a minute or two, and modest prose)"
-"$cadenza" examples run research-report --json > "$CADENZA_HOME.last.json" || true
-run=$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' "$CADENZA_HOME.last.json")
-status=$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"])' "$CADENZA_HOME.last.json")
-"$cadenza" runs show "$run"
+# The live view shows each agent's work as it happens; the run then waits for the editor.
+"$cadenza" examples run research-report || true
+# field PATH: the value at a dotted path (0.run_id) of the JSON document on stdin.
+field() {
+  $py -c 'import json, sys
+value = json.load(sys.stdin)
+for key in sys.argv[1].split("."):
+    value = value[int(key) if key.isdigit() else key]
+print(value)' "$1"
+}
+run=$("$cadenza" runs list --workflow research-report --limit 1 --json | field 0.run_id)
+"$cadenza" runs show "$run" --json > "$CADENZA_HOME.last.json"
+status=$(field status < "$CADENZA_HOME.last.json")
 if [ "$status" != "SUSPENDED" ]; then
+  "$cadenza" runs show "$run"
   echo "the run did not reach the approval step; see: $cadenza runs history $run" >&2
   exit 1
 fi
-token=$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["waiting_for"][0]["token"])' "$CADENZA_HOME.last.json")
+token=$(field waiting_for.0.token < "$CADENZA_HOME.last.json")
 echo
 echo "== 2. The run waits for the editor, holding no process. The editor approves:"
 echo "   $cadenza callback succeed <token> --payload '{\"decision\": \"approve\"}'"

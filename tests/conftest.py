@@ -7,6 +7,8 @@ import pytest
 from cadenza.clock import FakeClock
 from cadenza.testing import TestEnvironment
 
+pytest_plugins = ["pytester", "tests._native"]
+
 
 @pytest.fixture
 async def env() -> AsyncIterator[TestEnvironment]:

@@ -29,6 +29,7 @@ from cadenza.errors import (
     RunCancelled,
     RunFailed,
     RunNotFound,
+    RunStateError,
     SerializationError,
     StepFailed,
     StepInterrupted,
@@ -38,7 +39,7 @@ from cadenza.errors import (
 )
 from cadenza.events import Event, compile_pattern
 from cadenza.operations import StepContext, StepSemantics, WaitDecision, poll_until
-from cadenza.ports.run_store import Rule, RunRecord, RunStatus
+from cadenza.ports.run_store import Rule, RunOrigin, RunRecord, RunStatus
 from cadenza.retry import RetryPolicy
 from cadenza.state import AgentState, AgentStatus
 from cadenza.workflow import WorkflowDefinition, workflow
@@ -79,7 +80,9 @@ __all__ = [
     "RunCancelled",
     "RunFailed",
     "RunNotFound",
+    "RunOrigin",
     "RunRecord",
+    "RunStateError",
     "RunStatus",
     "SerializationError",
     "StepContext",

@@ -8,7 +8,7 @@ state document) and returns the recorded result; abandoned branches stay abandon
 from __future__ import annotations
 
 import asyncio
-import json
+import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +17,39 @@ from cadenza.engine.activation import Abort, Fatal, Suspend
 from cadenza.errors import RunCancelled, WorkflowDefinitionError
 from cadenza.history import HistoryEventType as H
 from cadenza.journal import OpRecord, OpStatus, OpType
+from cadenza.operations import brief, callable_name
 from cadenza.serde import convert
 
 if TYPE_CHECKING:
     from cadenza.context import Context
+
+
+def check_branch(fn: Any, shape: str, what: str) -> None:
+    """Refuse, at the call, a branch that cannot be called as ``shape`` (``fn(ctx)`` or
+    ``fn(ctx, item)``), rather than fail every item of the batch the same way."""
+    arity = shape.count(",") + 1
+    if not callable(fn):
+        raise WorkflowDefinitionError(
+            f"{what} must be an async function called as {shape};"
+            f" got {type(fn).__name__} {repr(fn)[:60]}"
+        )
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a callable that hides its signature: let it run
+        return
+    try:
+        signature.bind(*([None] * arity))
+    except TypeError as exc:
+        name = callable_name(fn)
+        stars: dict[Any, str] = {
+            inspect.Parameter.VAR_POSITIONAL: "*",
+            inspect.Parameter.VAR_KEYWORD: "**",
+        }
+        takes = ", ".join(stars.get(p.kind, "") + p.name for p in signature.parameters.values())
+        raise WorkflowDefinitionError(
+            f"{what} is called as {shape}, but {name}({takes}) cannot be ({exc});"
+            f" define it as async def {shape.replace('fn', name)}"
+        ) from None
 
 
 async def run_batch(
@@ -38,7 +67,9 @@ async def run_batch(
     op_id, rec = ctx._begin(op_type, name)
     act = ctx._act
     if rec is not None and rec.status.terminal:
-        recorded = BatchResult.from_dict(await act.codec.decode(rec.result))
+        recorded = BatchResult.from_dict(
+            await act.codec.decode(rec.result, what=f"the result of {op_type} '{name}'")
+        )
         finished = [i.index for i in recorded.items if i.status != ItemStatus.STARTED]
         await asyncio.gather(
             *(ctx._replay_child(f"{op_id}.{i + 1}", branches[i], ()) for i in finished)
@@ -116,10 +147,13 @@ async def run_batch(
             continue
         ok, value = outcomes[index]
         if ok:
-            items.append(BatchItem(index, ItemStatus.SUCCEEDED, json.loads(value)))
+            # An item's result may be claim-checked: the batch records the value itself.
+            data = await act.codec.decode(value, what=f"the result of {name}[{index}]")
+            items.append(BatchItem(index, ItemStatus.SUCCEEDED, data))
         else:
             items.append(BatchItem(index, ItemStatus.FAILED, error=value))
     result = BatchResult(items, reason[0])
+    first_failed = next((i for i in items if i.status == ItemStatus.FAILED and i.error), None)
     text = await act.codec.encode(result.to_dict(), what=f"the result of {op_type} '{name}'")
     done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now())
     act.record(done)
@@ -129,14 +163,19 @@ async def run_batch(
         completion_reason=str(result.completion_reason),
         succeeded=result.success_count,
         failed=result.failure_count,
+        first_error=brief(first_failed.error) if first_failed and first_failed.error else None,
     )
     return typed_batch(result, types)
 
 
 def typed_batch(result: BatchResult, types: list[Any]) -> BatchResult:
-
     items = [
-        BatchItem(i.index, i.status, convert(i.result, types[i.index]), i.error)
+        BatchItem(
+            i.index,
+            i.status,
+            convert(i.result, types[i.index], what=f"the result of item {i.index}"),
+            i.error,
+        )
         if i.status == ItemStatus.SUCCEEDED and i.index < len(types)
         else i
         for i in result.items

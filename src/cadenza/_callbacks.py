@@ -4,11 +4,21 @@ recorded outcome."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from pydantic import TypeAdapter
+
 from cadenza.clock import iso
-from cadenza.errors import CallbackFailed, CallbackTimedOut, ErrorInfo, EventWaitTimedOut
+from cadenza.errors import (
+    CallbackFailed,
+    CallbackTimedOut,
+    ErrorInfo,
+    EventWaitTimedOut,
+    InvalidInput,
+    WorkflowDefinitionError,
+)
 from cadenza.history import HistoryEventType as H
 from cadenza.journal import OpRecord, OpStatus, OpType
 from cadenza.operations import brief
@@ -35,10 +45,16 @@ async def open_callback(
     timeout: timedelta | None,
     heartbeat_timeout: timedelta | None,
     pattern: dict[str, Any] | None = None,
+    payload_schema: dict[str, Any] | None = None,
 ) -> OpRecord:
     act = ctx._act
     now = act.now()
     callback_id = act.deterministic_id("callback", op_id)
+    attempt = 1
+    while callback_id in act.callbacks:
+        # A retried run opens this callback again: a new id, so the old token stays spent.
+        attempt += 1
+        callback_id = act.deterministic_id("callback", op_id, str(attempt))
     expires_at = now + timeout if timeout is not None else None
     act.add_callback(
         CallbackRecord(
@@ -51,6 +67,7 @@ async def open_callback(
             expires_at=expires_at,
             heartbeat_timeout_s=heartbeat_timeout.total_seconds() if heartbeat_timeout else None,
             pattern=pattern,
+            payload_schema=payload_schema,
         )
     )
     rec = OpRecord(
@@ -79,12 +96,12 @@ async def open_callback(
     return rec
 
 
-async def await_callback(ctx: Context, op_id: str, op_type: OpType) -> Any:
+async def await_callback(ctx: Context, op_id: str, op_type: OpType, tp: Any = None) -> Any:
     act = ctx._act
     rec = act.journal[op_id]
     failure = CallbackFailed if op_type == OpType.CALLBACK else EventWaitTimedOut
     if rec.status.terminal:
-        return await ctx._outcome(rec, failure, None)
+        return await ctx._outcome(rec, failure, tp)
     callback = act.callbacks[rec.data["callback_id"]]
     now = act.now()
     names = {
@@ -92,11 +109,23 @@ async def await_callback(ctx: Context, op_id: str, op_type: OpType) -> Any:
         OpType.EVENT_WAIT: (H.EVENT_WAIT_SUCCEEDED, H.CALLBACK_FAILED, H.EVENT_WAIT_TIMED_OUT),
     }[op_type]
     if callback.status == CallbackStatus.SUCCEEDED:
+        what = f"the payload of '{rec.name}'"
+        try:
+            value = await act.codec.decode(callback.result, tp, what=what)
+        except InvalidInput as exc:
+            # A payload that fails its type is the callback's failure, recorded as such,
+            # so that a retry of the run opens the callback again.
+            error = ErrorInfo.from_exception(exc)
+            failed = rec.evolve(status=OpStatus.FAILED, error=error, ended_at=now)
+            act.record(failed)
+            act.note(names[1], failed, error=brief(error))
+            await act.flush()
+            raise error.to_exception(failure, op_id=op_id, name=rec.name) from None
         done = rec.evolve(status=OpStatus.SUCCEEDED, result=callback.result, ended_at=now)
         act.record(done)
         act.note(names[0], done)
         await act.flush()
-        return await act.codec.decode(callback.result)
+        return value
     deadline = callback.deadline()
     timed_out = callback.status == CallbackStatus.TIMED_OUT or (
         callback.status == CallbackStatus.PENDING and deadline is not None and now >= deadline
@@ -120,3 +149,86 @@ async def await_callback(ctx: Context, op_id: str, op_type: OpType) -> Any:
         await act.flush()
         raise error.to_exception(failure, op_id=op_id, name=rec.name)
     raise act.suspend_until(deadline)
+
+
+# --- typed payloads ----------------------------------------------------------------------
+
+
+def payload_schema_of(tp: Any, name: str) -> dict[str, Any] | None:
+    """The JSON Schema a callback stores for its declared ``payload_type``."""
+    if tp is None:
+        return None
+    try:
+        schema: dict[str, Any] = TypeAdapter(tp).json_schema()
+    except Exception as exc:
+        raise WorkflowDefinitionError(
+            f"callback '{name}': payload_type {tp!r} has no JSON Schema ({exc}); use a"
+            " pydantic model or a type pydantic can validate"
+        ) from exc
+    return schema
+
+
+def check_payload(callback: CallbackRecord, payload: Any) -> None:
+    """Refuse a payload that does not fit the schema its callback declared (InvalidInput);
+    the callback stays open for a corrected one."""
+    schema = callback.payload_schema
+    if schema is None:
+        return
+    from cadenza.models._json import schema_errors
+    from cadenza.serde import dumps
+
+    where = f"callback {callback.op_id} of run {callback.run_id}"
+    shape = describe_schema(schema)
+    if payload is None and schema_errors(None, schema):
+        raise InvalidInput(
+            f"{where} expects a payload shaped {shape}, and none was given: pass it with"
+            f" --payload '<json>' (or @file.json); the callback stays open"
+        )
+    problems = schema_errors(json.loads(dumps(payload, what="the callback payload")), schema)
+    if problems:
+        listed = "; ".join(problems[:5]) + ("; …" if len(problems) > 5 else "")
+        raise InvalidInput(
+            f"{where} refused the payload: {listed}. It expects {shape}; the callback stays"
+            " open: send a corrected --payload"
+        )
+
+
+def describe_schema(schema: dict[str, Any], limit: int = 400) -> str:
+    """A JSON Schema in one short line: ``{decision: "approve"|"reject", comment?: string}``."""
+    text = _shape(schema, schema, depth=0)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _shape(node: Any, root: dict[str, Any], depth: int) -> str:
+    if not isinstance(node, dict) or depth > 6:
+        return "any"
+    if "$ref" in node:
+        target: Any = root
+        for part in str(node["$ref"]).removeprefix("#/").split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return _shape(target, root, depth + 1)
+    if "const" in node:
+        return json.dumps(node["const"])
+    if "enum" in node:
+        return "|".join(json.dumps(v) for v in node["enum"])
+    for key in ("anyOf", "oneOf"):
+        if key in node:
+            return "|".join(_shape(n, root, depth + 1) for n in node[key])
+    kind = node.get("type")
+    if kind == "object" or "properties" in node:
+        required = set(node.get("required", ()))
+        fields = [
+            f"{name}{'' if name in required else '?'}: {_shape(sub, root, depth + 1)}"
+            for name, sub in node.get("properties", {}).items()
+        ]
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            fields.append(f"*: {_shape(extra, root, depth + 1)}")
+        elif not fields and extra is not False:
+            fields.append("…")
+        return "{" + ", ".join(fields) + "}"
+    if kind == "array":
+        return "[" + _shape(node.get("items", {}), root, depth + 1) + "]"
+    if isinstance(kind, list):
+        return "|".join(str(k) for k in kind)
+    return str(kind) if kind else "any"

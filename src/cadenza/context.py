@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cadenza._batching import run_batch
-from cadenza._callbacks import await_callback, open_callback
+from cadenza._batching import check_branch, run_batch
+from cadenza._callbacks import await_callback, open_callback, payload_schema_of
 from cadenza.batch import BatchResult, CompletionConfig
 from cadenza.clock import iso, parse_iso
 from cadenza.engine.activation import Abort, Fatal, Suspend
@@ -55,6 +55,7 @@ from cadenza.ports.run_store import (
     RunStatus,
 )
 from cadenza.retry import RetryPolicy
+from cadenza.serde import convert
 from cadenza.state import AgentState
 from cadenza.workflow import WorkflowDefinition, lookup
 
@@ -68,15 +69,25 @@ T = TypeVar("T")
 class Callback:
     """A pending callback: hand ``token`` to whoever completes it, then ``await result()``."""
 
-    def __init__(self, ctx: Context, op_id: str, name: str, callback_id: str, token: str):
+    def __init__(
+        self,
+        ctx: Context,
+        op_id: str,
+        name: str,
+        callback_id: str,
+        token: str,
+        payload_type: Any = None,
+    ):
         self._ctx = ctx
         self.op_id = op_id
         self.name = name
         self.id = callback_id
         self.token = token
+        self.payload_type = payload_type
 
     async def result(self) -> Any:
-        return await await_callback(self._ctx, self.op_id, OpType.CALLBACK)
+        """The payload it was succeeded with (a ``payload_type`` instance, when declared)."""
+        return await await_callback(self._ctx, self.op_id, OpType.CALLBACK, self.payload_type)
 
 
 class Context:
@@ -234,6 +245,7 @@ class Context:
     ) -> Any:
         act = self._act
         if wants_step_context(fn):
+            store = act.engine.artifacts
             step_ctx = StepContext(
                 run_id=self.run_id,
                 op_id=rec.op_id,
@@ -241,7 +253,7 @@ class Context:
                 attempt=rec.attempt,
                 idempotency_key=f"{self.run_id}/{rec.op_id}",
                 logger=logging.getLogger(f"cadenza.step.{rec.name}"),
-                artifacts=act.engine.artifacts,
+                artifacts=store.for_run(self.run_id) if store is not None else None,
             )
             args = (step_ctx, *args)
         awaitable: Awaitable[Any]
@@ -330,18 +342,32 @@ class Context:
         name: str | None = None,
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
+        payload_type: Any = None,
     ) -> Callback:
-        """A callback whose ``token`` an outside party uses to succeed or fail it."""
+        """A callback whose ``token`` an outside party uses to succeed or fail it.
+
+        ``payload_type`` (a pydantic model, or any type pydantic validates) declares what
+        the payload must be: its JSON Schema is stored with the callback, a payload that
+        does not fit it is refused before the callback completes, and ``result()``
+        returns the validated value.
+        """
         name = name or "callback"
         op_id, rec = self._begin(OpType.CALLBACK, name)
         rec = rec or await open_callback(
-            self, op_id, OpType.CALLBACK, name, CallbackKind.CALLBACK, timeout, heartbeat_timeout
+            self,
+            op_id,
+            OpType.CALLBACK,
+            name,
+            CallbackKind.CALLBACK,
+            timeout,
+            heartbeat_timeout,
+            payload_schema=payload_schema_of(payload_type, name),
         )
         callback_id = rec.data["callback_id"]
         token = self._act.tokens.issue(
             callback_id, self.run_id, op_id, parse_iso(rec.data["token_expires_at"])
         )
-        return Callback(self, op_id, name, callback_id, token)
+        return Callback(self, op_id, name, callback_id, token, payload_type)
 
     async def wait_for_callback(
         self,
@@ -351,18 +377,24 @@ class Context:
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
         retry: RetryPolicy | None = None,
+        payload_type: Any = None,
     ) -> Any:
-        """Create a callback, hand its token to ``submitter`` (a step), await the outcome."""
+        """Create a callback, hand its token to ``submitter`` (a step), await the outcome
+        (validated as ``payload_type`` when given, as in :meth:`create_callback`)."""
         name = name or callable_name(submitter)
 
         async def waiting(child: Context) -> Any:
             callback = await child.create_callback(
-                name=name, timeout=timeout, heartbeat_timeout=heartbeat_timeout
+                name=name,
+                timeout=timeout,
+                heartbeat_timeout=heartbeat_timeout,
+                payload_type=payload_type,
             )
             await child.step(submitter, callback.token, name="submit", retry=retry)
             return await callback.result()
 
-        return await self.run_in_child_context(waiting, name=name)
+        value = await self.run_in_child_context(waiting, name=name)
+        return value if payload_type is None else convert(value, payload_type)
 
     async def wait_for_event(
         self,
@@ -395,6 +427,7 @@ class Context:
             return str(rec.data["event_id"])
         act = self._act
         now = act.now()
+        retried = [str(act.redrives)] if act.redrives else []  # a retry emits anew
         event = Event.new(
             detail_type,
             json.loads(json.dumps(detail, default=str)),
@@ -402,7 +435,7 @@ class Context:
             run_id=self.run_id,
             trace_id=act.run.trace_id,
             causation_id=act.run.trace_id and f"{self.run_id}/{op_id}",
-            id=act.deterministic_id("event", op_id),
+            id=act.deterministic_id("event", op_id, *retried),
             time=now,
         )
         rec = OpRecord(
@@ -504,6 +537,8 @@ class Context:
         completion: CompletionConfig | None = None,
     ) -> BatchResult:
         """Run ``fn(child_ctx, item)`` for every item, each in its own child context."""
+        where = f" {name!r}" if name else ""
+        check_branch(fn, "fn(ctx, item)", f"the function of ctx.map{where}")
         items = list(items)
         branches = [functools.partial(_call_with_item, fn, item) for item in items]
         types = [return_type(fn)] * len(items)
@@ -527,6 +562,9 @@ class Context:
     ) -> BatchResult:
         """Run each ``branch(child_ctx)`` concurrently, each in its own child context."""
         branches = list(branches)
+        for index, branch in enumerate(branches):
+            where = f" {name!r}" if name else ""
+            check_branch(branch, "fn(ctx)", f"branch {index} of ctx.parallel{where}")
         types = [return_type(b) for b in branches]
         return await run_batch(
             self, OpType.PARALLEL, name or "parallel", branches, types, max_concurrency, completion
@@ -549,7 +587,11 @@ class Context:
         if rec is None:
             now = act.now()
             child_id = f"{self.run_id}.{op_id}"
-            child_input = await act.engine.encode_input(definition, input)
+            again = 1
+            while child_id in act.callbacks:  # a retried run invokes anew: a new child run
+                again += 1
+                child_id = f"{self.run_id}.{op_id}~{again}"
+            child_input = await act.engine.encode_input(definition, input, run_id=child_id)
             act.add_child(
                 RunRecord(
                     run_id=child_id,
@@ -593,11 +635,15 @@ class Context:
         if callback.status == CallbackStatus.PENDING:
             raise act.suspend_until(None)
         if callback.status == CallbackStatus.SUCCEEDED:
-            done = rec.evolve(status=OpStatus.SUCCEEDED, result=callback.result, ended_at=act.now())
+            # The child's result lives in the child's scope; the parent keeps its own copy.
+            text = await act.codec.adopt(callback.result, source_run_id=rec.data["child_run_id"])
+            done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now())
             act.record(done)
             act.note(H.INVOKE_SUCCEEDED, done)
             await act.flush()
-            return await act.codec.decode(callback.result, definition.output_type)
+            return await act.codec.decode(
+                text, definition.output_type, what=f"the result of '{name}'"
+            )
         error = callback.error or ErrorInfo("InvocationFailed", "the child run failed")
         failed = rec.evolve(status=OpStatus.FAILED, error=error, ended_at=act.now())
         act.record(failed)
@@ -636,7 +682,7 @@ class Context:
         try:
             state = await self._call(check, (state,), rec, None)
             text = await act.codec.encode(state, what=f"the state of condition '{name}'")
-            decision = wait_strategy(json.loads(text), attempt)
+            decision = wait_strategy(await act.codec.decode(text), attempt)
         except (Abort, Fatal, Suspend, RunCancelled, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -657,7 +703,7 @@ class Context:
             act.record(done)
             act.note(H.STEP_SUCCEEDED, done, operation="wait_for_condition", attempt=attempt)
             await act.flush()
-            return json.loads(text)
+            return await act.codec.decode(text)
         next_at = act.now() + decision.delay
         waiting = rec.evolve(status=OpStatus.PENDING, data={"state": text, "next_at": iso(next_at)})
         act.record(waiting)

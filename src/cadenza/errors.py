@@ -10,7 +10,8 @@ again, identically, on every replay)::
     ├── WorkflowDefinitionError     a workflow or pattern is defined wrongly
     ├── InvalidInput                input that is not valid JSON or fails its type
     │   ├── PayloadTooLarge
-    │   └── InvalidEventPattern
+    │   ├── InvalidEventPattern
+    │   └── RunAlreadyExists        the run id (or idempotency key, with another input) is taken
     ├── NotFound
     │   ├── RunNotFound
     │   ├── WorkflowNotFound
@@ -22,7 +23,9 @@ again, identically, on every replay)::
     ├── RunStateError               the run is not in a state that allows the request
     ├── StoreError                  the run store refused a write
     │   ├── LeaseLost               another worker owns the run now (fencing)
-    │   └── CheckpointConflict      an external completion raced this checkpoint
+    │   ├── CheckpointConflict      an external completion raced this checkpoint
+    │   └── StoreUnavailable        retryable: the store takes no writes for now
+    │       └── StoreFull           retryable: the disk holding the store is full
     ├── OperationFailed             a durable operation failed; raised in the workflow
     │   ├── StepFailed
     │   │   ├── StepTimedOut
@@ -99,6 +102,7 @@ __all__ = [
     "OperationFailed",
     "PatternError",
     "PayloadTooLarge",
+    "RunAlreadyExists",
     "RunCancelled",
     "RunFailed",
     "RunNotFound",
@@ -108,6 +112,8 @@ __all__ = [
     "StepInterrupted",
     "StepTimedOut",
     "StoreError",
+    "StoreFull",
+    "StoreUnavailable",
     "StructuredOutputError",
     "ToolArgumentsInvalid",
     "ToolError",
@@ -170,6 +176,23 @@ class InvalidEventPattern(InvalidInput):
     pass
 
 
+class RunAlreadyExists(InvalidInput):
+    """A run cannot be started as asked: its id is taken, or its idempotency key names a
+    run started with another input. ``run_id`` is the existing run."""
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+    @classmethod
+    def id_taken(cls, run_id: str) -> RunAlreadyExists:
+        return cls(
+            f"a run with id {run_id!r} already exists; see it with 'cadenza runs show"
+            f" {run_id}', or start the new run under another id",
+            run_id=run_id,
+        )
+
+
 class NotFound(CadenzaError):
     exit_code = 3
 
@@ -223,6 +246,19 @@ class LeaseLost(StoreError):
 
 class CheckpointConflict(StoreError):
     """A conditional part of a checkpoint no longer held; re-run the activation."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot take writes for now (a full disk, an I/O error, a database that is
+    down). Nothing of the refused write was stored; workers back off and resume by
+    themselves once the store is back."""
+
+    retryable = True
+    exit_code = 6
+
+
+class StoreFull(StoreUnavailable):
+    """The disk holding the store (or the database's own size limit) is full."""
 
 
 # --- run failures ----------------------------------------------------------------------

@@ -18,6 +18,8 @@ class HistoryEventType(StrEnum):
     EXECUTION_SUCCEEDED = "ExecutionSucceeded"
     EXECUTION_FAILED = "ExecutionFailed"
     EXECUTION_CANCELLED = "ExecutionStopped"
+    EXECUTION_REDRIVEN = "ExecutionRedriven"  # an ended run put back to work (retry)
+    EXECUTION_FORKED = "ExecutionForked"  # a run started from another run's journal
     INVOCATION_COMPLETED = "InvocationCompleted"
     STEP_STARTED = "StepStarted"
     STEP_SUCCEEDED = "StepSucceeded"

@@ -45,7 +45,8 @@ class OpStatus(StrEnum):
 class OpRecord:
     """What the journal knows of one operation.
 
-    ``result`` is the JSON text of the outcome (or of a claim-check reference to it);
+    ``result`` is the stored text of the outcome: its JSON, or a claim-check reference
+    (see ``cadenza.serde``), so read it through the codec, never with ``json.loads``;
     ``data`` keeps what the operation needs to resume: a wait's deadline, a callback's id,
     the attempt count and next attempt time of a step being retried.
     """

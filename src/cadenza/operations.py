@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 from cadenza.errors import ConditionTimedOut, ErrorInfo
 
 if TYPE_CHECKING:
-    from cadenza.ports.artifact_store import ArtifactStore
+    from cadenza.ports.artifact_store import RunArtifacts
 
 __all__ = [
     "StepContext",
@@ -40,7 +40,7 @@ class StepContext:
     attempt: int
     idempotency_key: str  # stable across attempts and replays: give it to external systems
     logger: logging.Logger
-    artifacts: ArtifactStore | None
+    artifacts: RunArtifacts | None  # this run's artifacts only
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pytest
 from cadenza import Context, Rule, RunStatus, workflow
 from cadenza.agents import Agent, Budget, ConversationMemory, call_model, generate
 from cadenza.errors import ModelResponseError, ModelThrottled, StructuredOutputError
-from cadenza.models import ToolCall
+from cadenza.models import ModelResponse, ToolCall
 from cadenza.retry import NO_RETRY
 from cadenza.testing import TestEnvironment
 from cadenza.testing.scripted_model import ScriptedModel
@@ -135,8 +135,14 @@ async def test_unknown_forbidden_and_garbage_plans_are_replanned(env: TestEnviro
     assert "no tool named 'get_wether'" in told[0] and "get_weather" in told[0]
     told = [m.content for m in FLAKY.requests[2].messages if m.role == "tool"]
     assert "not allowed" in told[-1]
-    assert [s["status"] for s in run.state["plan"]] == ["FAILED", "FAILED", "SUCCEEDED"]
+    assert [s["status"] for s in run.state["plan"]] == ["REFUSED", "REFUSED", "SUCCEEDED"]
     assert run.state["metadata"]["errorCount"] >= 2
+    refusals = run.state["metadata"]["refusals"]
+    assert [(r["tool"], r["error_type"]) for r in refusals] == [
+        ("get_wether", "UnknownTool"),
+        ("delete_everything", "ToolNotAllowed"),
+    ]
+    assert (await env.history(run)).count("EventEmitted") == 2  # one ToolCallRefused each
 
 
 GIVING_UP = ScriptedModel(name="scripted:giving-up")
@@ -262,15 +268,18 @@ async def long_chat(ctx: Context) -> int:
 
 async def test_long_conversations_are_summarised_to_fit(env: TestEnvironment) -> None:
     SUMMARISER.on("Summarise this conversation", "The user asked about weather.")
+    thinking = "Let me look that up, step by step. " * 15
     SUMMARISER.reply(
-        [ToolCall("a", "get_weather", {"city": "Rome"})],
-        [ToolCall("b", "get_weather", {"city": "Oslo"})],
+        ModelResponse(thinking, (ToolCall("a", "get_weather", {"city": "Rome"}),)),
+        ModelResponse(thinking, (ToolCall("b", "get_weather", {"city": "Oslo"}),)),
         "Done.",
     )
     run = await env.run(long_chat)
     assert run.status == RunStatus.SUCCEEDED
     last = SUMMARISER.requests[-1]
-    assert any("Summary of the conversation so far" in m.content for m in last.messages)
+    [summary] = [m for m in last.messages if "notes on the conversation so far" in m.content]
+    assert summary.role == "assistant"  # the agent's notes, never the user's words
+    assert last.messages[1].role == "user" and last.messages[1].content.startswith("Start")
     assert len(last.messages) < 8
 
 

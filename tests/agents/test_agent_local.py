@@ -18,6 +18,7 @@ from cadenza.tools import tool
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.native,
     pytest.mark.skipif(
         importlib.util.find_spec("llama_cpp") is None,
         reason="the 'local' extra (llama-cpp-python) is not installed",

@@ -1,5 +1,5 @@
 """The ``cadenza`` command as users meet it: a real subprocess per command, state under a
-fresh ``$CADENZA_HOME``, run from the repository root so ``examples.*`` imports.
+fresh ``$CADENZA_HOME``; the example workflows come from the installed package.
 
 Exit codes are the documented ones (``cadenza.cli``): 0 done, 1 run failed, 2 bad input,
 3 not found, 4 token refused, 5 the run's state does not allow it.
@@ -24,7 +24,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CADENZA = str(Path(sys.executable).with_name("cadenza"))
-TRIP = "examples.trip_booking:book_trip"
+TRIP = "cadenza.examples.trip_booking:book_trip"
 ADA = '{"traveller": "Ada", "city": "Lisbon"}'
 TOKEN = re.compile(r"token: (cdz1\.\S+)")
 
@@ -204,8 +204,8 @@ def test_bad_input_gets_a_clear_error_and_loses_nothing(cli: Cli, tmp_path: Path
     assert [r["run_id"] for r in before] == [kept["run_id"]]
 
     refused = [
-        (("run", "examples.nowhere:book_trip"), 3, "cannot import module 'examples.nowhere'"),
-        (("run", "examples.trip_booking:book_tripp"), 3, "workflows it defines: book_trip"),
+        (("run", "nowhere.trips:book_trip"), 3, "cannot import module 'nowhere.trips'"),
+        (("run", TRIP + "p"), 3, "workflows it defines: book_trip"),
         (("run", TRIP, "--input", "{traveller: Ada}"), 2, "--input is not valid JSON"),
         (("run", TRIP, "--input", '{"traveller": "Ada"}'), 2, "does not fit Trip"),
         (("run", TRIP, "--input", ADA[:-1] + ', "nights": 99}'), 2, "less than or equal to 30"),

@@ -80,6 +80,6 @@ def test_an_unreachable_store_is_a_clear_error(cli: click.Group) -> None:
     result = CliRunner().invoke(
         cli, ["db", "upgrade", "--store", "postgresql://u:pw@127.0.0.1:1/x?connect_timeout=2"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 6  # the store is unavailable, not the caller's mistake
     assert "cannot connect to PostgreSQL" in result.output
     assert "pw" not in result.output

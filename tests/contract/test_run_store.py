@@ -16,6 +16,7 @@ from cadenza.errors import (
     CheckpointConflict,
     ErrorInfo,
     LeaseLost,
+    RunAlreadyExists,
     RunNotFound,
     StoreError,
 )
@@ -79,10 +80,11 @@ async def test_an_idempotency_key_returns_the_run_it_started(store: RunStore) ->
         await store.get_run("r-2")
 
 
-async def test_creating_a_run_id_twice_is_a_store_error(store: RunStore) -> None:
+async def test_creating_a_run_id_twice_is_refused_naming_the_run(store: RunStore) -> None:
     await create(store, "r-1")
-    with pytest.raises(StoreError):
+    with pytest.raises(RunAlreadyExists, match="a run with id 'r-1' already exists") as refused:
         await create(store, "r-1")
+    assert refused.value.run_id == "r-1"
     assert len(await store.history("r-1")) == 1
 
 
@@ -142,6 +144,25 @@ async def test_claims_filter_by_workflow_queue_and_run(store: RunStore) -> None:
     assert [r.run_id for r in await claim(store, queues=["slow"], run_id="r-c")] == ["r-c"]
     assert [r.run_id for r in await claim(store, queues=["slow"])] == ["r-b"]
     assert [r.run_id for r in await claim(store)] == ["r-a"]
+
+
+async def test_claims_filter_by_trace(store: RunStore) -> None:
+    await create(store, "r-root", trace_id="t-1")
+    await create(store, "r-root.1", trace_id="t-1", parent_run_id="r-root", parent_op_id="1")
+    await suspended(store, "r-woken", trace_id="t-1", wake_at=5)
+    await create(store, "r-other", trace_id="t-2")
+    await suspended(store, "r-other-due", trace_id="t-2", wake_at=5)
+    await create(store, "r-untraced", trace_id=None)
+    claimed = await claim(store, now=10, trace_id="t-1")
+    assert sorted(r.run_id for r in claimed) == ["r-root", "r-root.1", "r-woken"]
+    assert await claim(store, now=10, trace_id="t-1") == []
+    assert await claim(store, now=10, trace_id="t-3") == []
+    assert [r.run_id for r in await claim(store, now=10, trace_id="t-2", run_id="r-other")] == [
+        "r-other"
+    ]
+    others = {r.run_id: r for r in await store.list_runs()}
+    assert others["r-other-due"].status == RunStatus.SUSPENDED
+    assert others["r-untraced"].status == RunStatus.PENDING
 
 
 async def test_claims_take_higher_priority_then_older_runs_first(store: RunStore) -> None:

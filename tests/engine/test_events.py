@@ -135,3 +135,28 @@ async def test_wait_for_event_rejects_a_malformed_pattern_in_the_workflow(
 def test_envelope_time_is_utc() -> None:
     event = Event.new("x", {}, source="s", time=datetime(2026, 1, 1, tzinfo=UTC))
     assert event.to_dict()["time"].endswith("Z")
+
+
+async def test_a_stored_waiter_pattern_refused_today_fails_that_wait_only(
+    env: TestEnvironment,
+) -> None:
+    """A pattern an older cadenza accepted (equal-bound range) must not stop the relay."""
+    import json
+    import sqlite3
+
+    stale = await env.run(waiter, 5)
+    fresh = await env.run(waiter, 6)
+    [callback] = await env.engine.store.load_callbacks(stale.run_id)
+    refused = {"detail": {"ticket": [{"numeric": [">=", 5, "<=", 5]}]}}
+    path = env.engine.store.url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE callbacks SET pattern = ? WHERE callback_id = ?",
+            (json.dumps(refused), callback.callback_id),
+        )
+    await env.run(emitter, 6)
+    assert await env.result(await env.resume(fresh)) == {"ticket": 6, "priority": "high"}
+    [callback] = await env.engine.store.load_callbacks(stale.run_id)
+    assert callback.status == "FAILED" and "pattern is invalid" in (callback.error.message or "")
+    # The waiting run learns it at once, as a wait that ended without its event.
+    assert await env.result(await env.resume(stale)) == "no event"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -60,15 +61,34 @@ from cadenza.events import compile_pattern, matches
         ({"f": [{"numeric": ["=", 1, "<", 5]}]}, "at f:", '"=" stands alone'),
         ({"f": [{"numeric": ["<", 5, ">", 0]}]}, "at f:", "lower bound first"),
         ({"f": [{"numeric": [">", 0, ">", 5]}]}, "at f:", "lower bound first"),
-        ({"f": [{"numeric": [">", 5, "<", 1]}]}, "at f:", "is empty"),
-        ({"f": [{"numeric": [">", 5, "<=", 5]}]}, "at f:", "is empty"),
+        ({"f": [{"numeric": [">", 5, "<", 1]}]}, "at f:", "is an empty range"),
+        ({"f": [{"numeric": [">", 5, "<=", 5]}]}, "at f:", "is an empty range"),
         ({"f": [{"numeric": [">", math.inf]}]}, "at f:", "finite"),
+        # EventBridge refuses a range whose bounds meet, and says what to write instead.
+        ({"f": [{"numeric": [">=", 5, "<=", 5]}]}, "at f:", "use an exact value [5]"),
+        ({"f": [{"numeric": [">=", 1.5, "<=", 1.5]}]}, "at f:", '["=", 1.5]'),
+        ({"f": [{"numeric": [">=", 5e9]}]}, "at f:", "use an exact value [5000000000.0]"),
+        ({"f": [{"numeric": ["<=", -5000000000]}]}, "at f:", "matches only -5000000000"),
+        ({"f": [{"numeric": [">", 5e9]}]}, "at f:", "leaves nothing above 5000000000.0"),
+        ({"f": [{"numeric": ["<", -5e9]}]}, "at f:", "leaves nothing below"),
+        # Numbers numeric matching cannot compare exactly.
+        ({"f": [{"numeric": [">", 9007199254740993]}]}, "at f:", "outside -5000000000"),
+        ({"f": [{"numeric": [">", 9007199254740993]}]}, "at f:", "as a value: [9007199254740993]"),
+        ({"f": [{"numeric": [">", 0, "<", 5000000000.5]}]}, "at f:", "outside -5000000000"),
+        ({"f": [{"numeric": ["=", 5e-324]}]}, "at f:", "more than 6 digits after the decimal"),
+        ({"f": [{"numeric": ["=", 0.1234567]}]}, "at f:", "round it, like 0.123457"),
+        ({"f": [{"numeric": ["<", 0.1 + 0.2]}]}, "at f:", "more than 6 digits"),
+        ({"f": [{"anything-but": [123456789012]}]}, "at f:", 'exclude the text ["123456789012"]'),
+        ({"f": [{"anything-but": 1e-7}]}, "at f:", "more than 6 digits"),
         ({"f": [math.nan]}, "at f:", "finite"),
         ({"f": [{"cidr": "10.0.0.0"}]}, "at f:", "address block"),
         ({"f": [{"cidr": "10.0.0.0/33"}]}, "at f:", "not an address block"),
         ({"f": [{"cidr": "300.0.0.0/8"}]}, "at f:", "not an address block"),
         ({"f": [{"cidr": "nonsense/8"}]}, "at f:", "not an address block"),
         ({"f": [{"cidr": 10}]}, "at f:", "cidr takes"),
+        ({"f": [{"cidr": "10.0.0.1/32"}]}, "at f:", 'as a value: ["10.0.0.1"]'),
+        ({"f": [{"cidr": "2001:db8::1/128"}]}, "at f:", "blocks of at most /127"),
+        ({"f": [{"cidr": "2001:DB8:0::1/128"}]}, "at f:", '["2001:db8::1"]'),
         ({"f": [{"anything-but": []}]}, "at f:", "at least one value"),
         ({"f": [{"anything-but": None}]}, "at f:", "strings or numbers"),
         ({"f": [{"anything-but": True}]}, "at f:", "strings or numbers"),
@@ -106,6 +126,34 @@ def test_invalid_patterns_name_the_path_and_what_is_allowed(
     message = str(caught.value)
     assert where in message
     assert says in message
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        {"f": [{"numeric": [">=", -5e9, "<=", 5e9]}]},
+        {"f": [{"numeric": ["=", 5e9]}]},
+        {"f": [{"numeric": ["<", 5e9]}]},
+        {"f": [{"numeric": [">", -5_000_000_000]}]},
+        {"f": [{"numeric": [">", 0, "<", 0.000001]}]},
+        {"f": [{"numeric": [">=", 4999999999.999999]}]},
+        {"f": [9007199254740993, 5e-324, 1e300, 0.1 + 0.2]},  # exact values of any size
+        {"f": [{"anything-but": [5_000_000_000, -0.000001]}]},
+        {"f": [{"cidr": "10.0.0.0/31"}, {"cidr": "2001:db8::/127"}, {"cidr": "0.0.0.0/0"}]},
+    ],
+)
+def test_what_eventbridge_accepts_at_the_edges_compiles(pattern: dict[str, Any]) -> None:
+    assert compile_pattern(pattern).pattern == pattern
+
+
+def test_too_many_or_combinations_are_refused_with_a_way_out() -> None:
+    pair = [{"a": [1]}, {"b": [2]}]
+    nested: dict[str, Any] = {"$or": pair}
+    for level in range(10):
+        nested = {f"l{level}": nested, "$or": pair}
+    with pytest.raises(InvalidEventPattern, match="more than 1024 alternatives; split it"):
+        compile_pattern(nested)
+    assert compile_pattern({"x": {"$or": pair}, "$or": pair}).matches({"a": 1, "x": {"b": 2}})
 
 
 def test_invalid_json_text() -> None:
@@ -177,7 +225,22 @@ def test_anything_but_is_the_complement_of_exact_match(excluded: str, value: str
 def test_prefix_and_suffix_match_their_own_concatenation(prefix: str, rest: str) -> None:
     assert matches({"k": [{"prefix": prefix}]}, {"k": prefix + rest})
     assert matches({"k": [{"suffix": prefix}]}, {"k": rest + prefix})
-    assert matches({"k": [{"prefix": {"equals-ignore-case": prefix}}]}, {"k": prefix + rest})
+
+
+# A title-case letter such as "ǅ" stands for its lower and upper case only, not itself.
+cased_text = st.text(st.characters(blacklist_categories=("Lt", "Cs")))
+
+
+@given(text=cased_text, rest=st.text())
+def test_ignore_case_matches_the_text_itself_and_its_lower_and_upper_case(
+    text: str, rest: str
+) -> None:
+    # Lower-cased character by character: str.lower() would turn a closing sigma into
+    # the final form, which EventBridge's per-character mapping never produces.
+    for variant in (text, "".join(map(str.lower, text)), text.upper()):
+        assert matches({"k": [{"equals-ignore-case": text}]}, {"k": variant})
+        assert matches({"k": [{"prefix": {"equals-ignore-case": text}}]}, {"k": variant + rest})
+        assert matches({"k": [{"suffix": {"equals-ignore-case": text}}]}, {"k": rest + variant})
 
 
 @given(head=safe_text, middle=st.text(max_size=8), tail=safe_text, other=st.text(max_size=20))
@@ -190,14 +253,28 @@ def test_wildcard_agrees_with_its_definition(head: str, middle: str, tail: str, 
     assert matches(pattern, {"k": other}) is expected
 
 
+def _within_documented_precision(value: float) -> bool:
+    """EventBridge compares numbers between -5e9 and 5e9 with at most six decimals."""
+    exponent = Decimal(repr(value)).normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    return abs(value) <= 5e9 and exponent >= -6
+
+
 @given(
-    value=st.integers(-1000, 1000) | st.floats(-1000, 1000),
+    value=st.integers(-1000, 1000)
+    | st.floats(-1000, 1000)
+    | st.decimals(-1000, 1000, places=6).map(float)
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False),
     low=st.integers(-1000, -1),
     high=st.integers(0, 1000),
 )
-def test_numeric_range_agrees_with_python_comparison(value: float, low: int, high: int) -> None:
+def test_numeric_range_agrees_with_python_comparison_within_the_documented_precision(
+    value: float, low: int, high: int
+) -> None:
     pattern = {"k": [{"numeric": [">", low, "<=", high]}]}
-    assert matches(pattern, {"k": value}) is (low < value <= high)
+    expected = low < value <= high and _within_documented_precision(value)
+    assert matches(pattern, {"k": value}) is expected
     assert not matches(pattern, {"k": str(value)})
 
 

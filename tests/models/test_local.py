@@ -15,6 +15,7 @@ from cadenza.models import ModelRequest, ToolSpec, generate_structured, infer_mo
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.native,
     pytest.mark.skipif(
         importlib.util.find_spec("llama_cpp") is None,
         reason="llama-cpp-python is not installed (pip install 'cadenza[local]')",

@@ -250,7 +250,10 @@ async def test_budget_refuses_calls_once_spent() -> None:
 
     await model.request(ModelRequest.of("1"))
     await model.request(ModelRequest.of("2"))
-    await model.request(ModelRequest.of("3"))  # starts at $0.02 < $0.025, ends at $0.03
+    # The third starts at $0.02 < $0.025 and ends at $0.03: its reply is not handed out.
+    with pytest.raises(BudgetExceeded, match="went over the budget") as over:
+        await model.request(ModelRequest.of("3"))
+    assert "$0.0300 of $0.0250" in str(over.value)
     with pytest.raises(BudgetExceeded) as caught:
         await model.request(ModelRequest.of("4"))
 
@@ -259,6 +262,23 @@ async def test_budget_refuses_calls_once_spent() -> None:
     assert not caught.value.retryable
     assert tracker.usage.total_tokens == 30
     assert tracker.cost_usd == pytest.approx(0.03)
+
+
+async def test_token_budget_caps_max_tokens_and_refuses_a_reply_over_it() -> None:
+    huge = ModelResponse("x", usage=Usage(input_tokens=2, output_tokens=2_000_000))
+    inner = ScriptedModel(["a b c", huge], name="huge")
+    tracker = BudgetTracker(max_tokens=1000)
+    model = BudgetedModel(inner, tracker)
+
+    await model.request(ModelRequest.of("x y", max_tokens=4000))  # 2 in + 3 out
+    # Never more than the budget, rounded down to a power of two (stable cache keys).
+    assert inner.requests[0].max_tokens == 512
+    with pytest.raises(BudgetExceeded, match="2000007 of 1000 tokens"):
+        await model.request(ModelRequest.of("again", max_tokens=4000))
+    assert inner.requests[1].max_tokens == 512  # 995 left
+    with pytest.raises(BudgetExceeded, match="exhausted"):
+        await model.request(ModelRequest.of("more"))
+    assert len(inner.requests) == 2
 
 
 async def test_token_budget_shared_by_two_models() -> None:
@@ -275,6 +295,6 @@ async def test_token_budget_shared_by_two_models() -> None:
 async def test_cache_hits_do_not_spend_budget() -> None:
     tracker = BudgetTracker(max_tokens=5)
     model = BudgetedModel(CachedModel(ScriptedModel(default="a b c")), tracker)
-    for _ in range(5):
-        await model.request(ModelRequest.of("x"))
+    for _ in range(5):  # max_tokens under the budget: the cap leaves the cache key alone
+        await model.request(ModelRequest.of("x", max_tokens=1))
     assert tracker.usage.total_tokens == 4

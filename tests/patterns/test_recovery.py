@@ -364,3 +364,99 @@ async def test_custom_config_invokes_a_retry_workflow_and_escalates_unknowns(
     run = await fake_env.run(custom_recovery, failure("ModelTimeout", recovery_attempt=2))
     assert run.status == RunStatus.SUSPENDED  # retries used up: a person decides
     assert len(escalations) == 2
+
+
+# --- the recovery workflow retries the failed run itself ----------------------------------
+
+outage = {"failures_left": 0}
+
+
+def look_up(question: str) -> str:
+    calls["look_up"] += 1  # a paid call made before the failure: never made again
+    return f"facts for {question}"
+
+
+def ask_model(facts: str) -> str:
+    calls["ask_model"] += 1
+    if outage["failures_left"] != 0:
+        outage["failures_left"] -= 1
+        raise ConnectionError("the model timed out")
+    return f"answer from {facts}"
+
+
+@workflow(name="t-recovery-gives-up")
+async def gives_up(ctx: Context, question: str) -> str:
+    facts = await ctx.step(look_up, question)
+    try:
+        return await ctx.step(ask_model, facts, retry=RetryPolicy(max_attempts=1))  # type: ignore[no-any-return]
+    except StepFailed as exc:  # an agent reports, then fails its run
+        detail = {"run_id": ctx.run_id, "step": "ask_model", "error_type": exc.error_type}
+        await ctx.emit("AgentError", {**detail, "message": exc.message}, source="tests")
+        raise
+
+
+async def test_the_recovery_workflow_retries_the_failed_run_once_it_has_ended(
+    env: TestEnvironment,
+) -> None:
+    await env.engine.store.put_rule(recovery_rule())
+    outage["failures_left"] = 1
+    run = await env.run(gives_up, "tides", linger=5)
+    assert run.status == RunStatus.SUCCEEDED  # failed, was retried, then worked
+    assert await env.result(run) == "answer from facts for tides"
+    assert (calls["look_up"], calls["ask_model"]) == (1, 2)
+    [recovery] = await env.engine.store.list_runs(workflow="cadenza.recovery")
+    report = await env.result(recovery)
+    assert report["classification"] == "transient" and report["retried"] is True
+    history = await env.engine.store.history(run.run_id)
+    [redriven] = [e for e in history if e.type == "ExecutionRedriven"]
+    assert redriven.details["by"] == f"recovery run {recovery.run_id}"
+
+
+async def test_a_run_that_keeps_failing_is_retried_at_most_max_retries_times(
+    env: TestEnvironment,
+) -> None:
+    await env.engine.store.put_rule(recovery_rule())
+    outage["failures_left"] = -1  # down for good
+    run = await env.run(gives_up, "tides", linger=5)
+    assert run.status == RunStatus.FAILED
+    assert (calls["look_up"], calls["ask_model"]) == (1, 4)  # the first try and 3 retries
+    recoveries = await env.engine.store.list_runs(workflow="cadenza.recovery")
+    reports = [await env.result(r) for r in recoveries]
+    assert sorted(r["retried"] for r in reports) == [False, True, True, True]
+    [refused] = [r for r in reports if not r["retried"]]
+    assert "retried 3 times already" in refused["reason"]
+    errors = [
+        e.event["id"]
+        for e in await env.engine.store.list_events(limit=500)
+        if e.event["detail-type"] == "AgentError"
+    ]
+    assert len(errors) == len(set(errors)) == 4  # each failure reported anew
+
+
+@workflow(name="t-recovery-still-running")
+async def still_running(ctx: Context) -> str:
+    await ctx.wait(timedelta(hours=1))
+    return "done"
+
+
+async def test_the_recovery_workflow_waits_until_the_run_has_ended(
+    fake_env: TestEnvironment,
+) -> None:
+    target = await fake_env.run(still_running)
+    assert target.status == RunStatus.SUSPENDED
+    recovery = await fake_env.run(recovery_workflow, failure("ModelTimeout", run_id=target.run_id))
+    assert recovery.status == RunStatus.SUSPENDED  # polls the run, durably
+    await fake_env.advance(timedelta(seconds=2))
+    assert (await fake_env.resume(recovery)).status == RunStatus.SUSPENDED
+    await fake_env.engine.cancel(target.run_id)
+    await fake_env.advance(timedelta(seconds=5))
+    report = await fake_env.result(await fake_env.resume(recovery))
+    assert report["retried"] is True and report["run_status"] == "PENDING"
+    target = await fake_env.engine.store.get_run(target.run_id)
+    assert target.status == RunStatus.PENDING and not target.cancel_requested
+
+
+async def test_retrying_is_a_no_op_for_a_run_that_did_not_fail(env: TestEnvironment) -> None:
+    report = await env.result(await env.run(recovery_workflow, failure("ModelTimeout")))
+    assert report["action"] == "retry" and report["retried"] is False
+    assert report["run_status"] == "NOT_FOUND"

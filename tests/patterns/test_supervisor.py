@@ -251,3 +251,13 @@ def test_bad_supervisors_fail_when_defined() -> None:
         Supervisor("s", planner="x:y", roles={"a": Agent("a", "x")}, max_replans=-1)
     with pytest.raises(WorkflowDefinitionError, match="not a model name"):
         Supervisor("s", planner="gpt", roles={"a": Agent("a", "x")})
+
+
+def test_a_fallback_plan_is_checked_when_defined() -> None:
+    with pytest.raises(WorkflowDefinitionError, match="fallback_plan: subtask 'x' names the role"):
+        Supervisor(
+            "s",
+            planner="x:y",
+            roles={"a": Agent("a", "x")},
+            fallback_plan=[Subtask("x", "cook", "t")],
+        )

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from cadenza import RunStatus
 from cadenza.agents import register_model
+from cadenza.examples.flight_agent import flight_agent
 from cadenza.models import ToolCall
 from cadenza.testing import TestEnvironment
 from cadenza.testing.scripted_model import ScriptedModel
-from examples.flight_agent import flight_agent
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CADENZA_HOME", str(tmp_path))
+    return tmp_path
 
 
 async def test_a_sold_out_flight_makes_the_agent_replan_and_book_the_next(
@@ -15,20 +25,25 @@ async def test_a_sold_out_flight_makes_the_agent_replan_and_book_the_next(
 ) -> None:
     model = ScriptedModel(name="scripted:flight")
     model.reply(
-        [ToolCall("1", "search_flights", {"origin": "Lisbon", "destination": "Oslo"})],
-        [ToolCall("2", "book_flight", {"flight": "HC100", "passenger": "Ada"})],
-        [ToolCall("3", "book_flight", {"flight": "HC220", "passenger": "Ada"})],
-        "Booked HC220, confirmation CNF-HC220.",
+        [ToolCall("1", "book_flight", {"offer": "offer-1", "passenger": "Ada"})],
+        [ToolCall("2", "book_flight", {"offer": "offer-2", "passenger": "Ada"})],
+        "Booked HC220.",
     )
     register_model("scripted:flight", model)
     run = await env.run(flight_agent, {"passenger": "Ada", "model": "scripted:flight"})
     assert run.status == RunStatus.SUCCEEDED, run.error
-    assert (await env.result(run))["booked"] == ["HC220"]
-    # The sold-out error reached the model, which re-planned.
-    tool_replies = [m.content for m in model.requests[2].messages if m.role == "tool"]
+    result = await env.result(run)
+    assert result["booked"] == ["HC220"] and result["confirmation"].startswith("CNF-HC220-")
+    # The agent was given the searched offers, cheapest first.
+    task = model.requests[0].messages[1].content
+    assert task.index("offer-1: flight HC100") < task.index("offer-2: flight HC220")
+    # The sold-out error reached the model, which re-planned without the refused offer.
+    tool_replies = [m.content for m in model.requests[1].messages if m.role == "tool"]
     assert "sold out" in tool_replies[-1]
+    offers = [t.parameters["properties"]["offer"]["enum"] for t in model.requests[1].tools]
+    assert offers == [["offer-2", "offer-3"]]
     state = run.state
-    assert [s["status"] for s in state["plan"]] == ["SUCCEEDED", "FAILED", "SUCCEEDED"]
+    assert [s["status"] for s in state["plan"]] == ["FAILED", "SUCCEEDED"]
     trail = state["metadata"]["statusTrail"]
     for status in ("PLANNING_COMPLETE", "TOOL_EXECUTION_SUCCESS", "TOOL_EXECUTION_FAILED"):
         assert status in trail
@@ -36,16 +51,30 @@ async def test_a_sold_out_flight_makes_the_agent_replan_and_book_the_next(
     assert state["metadata"]["errorCount"] == 1
 
 
+async def test_a_trip_is_booked_once(env: TestEnvironment) -> None:
+    model = ScriptedModel(name="scripted:twice")
+    model.reply(
+        [ToolCall("1", "book_flight", {"offer": "offer-3", "passenger": "Ada"})],
+        [ToolCall("2", "book_flight", {"offer": "offer-2", "passenger": "Ada"})],
+        "Booked.",
+    )
+    register_model("scripted:twice", model)
+    run = await env.run(flight_agent, {"passenger": "Ada", "model": "scripted:twice"})
+    result = await env.result(run)
+    assert result["booked"] == ["HC310"]  # the second booking got the first one back
+    assert "already booked" in run.state["plan"][1]["result"]
+
+
 async def test_an_agent_that_gives_up_reaches_the_recovery_workflow(env: TestEnvironment) -> None:
-    from examples.catalog import find
+    from cadenza.examples.catalog import find
 
     for rule in find("flight-agent").rules():  # type: ignore[union-attr]
         await env.engine.store.put_rule(rule)
     model = ScriptedModel(name="scripted:nowhere")
     model.reply(
-        [ToolCall("1", "book_flight", {"flight": "HC999", "passenger": "Ada"})],
-        [ToolCall("2", "book_flight", {"flight": "HC998", "passenger": "Ada"})],
-        [ToolCall("3", "book_flight", {"flight": "HC997", "passenger": "Ada"})],
+        [ToolCall("1", "book_flight", {"offer": "offer-1", "passenger": "Ada"})],
+        [ToolCall("2", "book_flight", {"offer": "offer-9", "passenger": "Ada"})],
+        [ToolCall("3", "book_flight", {"offer": "HC220", "passenger": "Ada"})],
     )
     register_model("scripted:nowhere", model)
     run = await env.run(flight_agent, {"destination": "Atlantis", "model": "scripted:nowhere"})
@@ -63,4 +92,4 @@ async def test_an_agent_that_gives_up_reaches_the_recovery_workflow(env: TestEnv
 
 async def recovery_input(env: TestEnvironment, run_id: str) -> dict[str, object]:
     run = await env.engine.store.get_run(run_id)
-    return await env.engine.codec.decode(run.input)  # type: ignore[no-any-return]
+    return await env.engine.input_of(run)  # type: ignore[no-any-return]

@@ -3,6 +3,7 @@ them with citations, and knowledge-qa runs the two in order."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,15 @@ import pytest
 
 from cadenza import RunStatus
 from cadenza.agents import register_model
+from cadenza.examples.knowledge_qa import ask_reports, ingest_reports, knowledge_qa
 from cadenza.testing import TestEnvironment
 from cadenza.testing.scripted_model import ScriptedModel
-from examples.knowledge_qa import ask_reports, ingest_reports, knowledge_qa
 
 LANE = "How did the protected lane on the harbour road affect collisions?"
 REPORTS = sorted(
-    p.stem for p in (Path(__file__).parents[2] / "examples" / "knowledge").glob("*.md")
+    entry.name.removesuffix(".md")
+    for entry in (files("cadenza.examples") / "knowledge").iterdir()
+    if entry.name.endswith(".md")
 )
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from cadenza import RunStatus
 from cadenza.agents import register_model
+from cadenza.examples.policy_summary import policy_summary
 from cadenza.testing import TestEnvironment
 from cadenza.testing.scripted_model import ScriptedModel
-from examples.policy_summary import policy_summary
 
 
 def verdict(coverage: float, tone: float, correctness: float, critique: str = "") -> dict[str, Any]:

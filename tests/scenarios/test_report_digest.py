@@ -8,10 +8,10 @@ from typing import Any
 from cadenza import RunStatus
 from cadenza.agents import register_model
 from cadenza.errors import ModelResponseError
+from cadenza.examples.report_digest import report_digest
 from cadenza.models import ModelRequest
 from cadenza.testing import TestEnvironment
 from cadenza.testing.scripted_model import ScriptedModel
-from examples.report_digest import report_digest
 
 # What each report is about, by a phrase from its title.
 THEMES = {

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import examples.research_report as scenario
+import cadenza.examples.research_report as scenario
 from cadenza import RunStatus
 from cadenza.agents import register_model
 from cadenza.models import ModelRequest, ToolCall
@@ -86,21 +85,3 @@ async def test_a_rejected_report_is_not_published(env: TestEnvironment, home: Pa
     result = await env.result(await env.resume(run))
     assert result == {"published": False, "decision": "REJECTED", "comments": ["Off topic"]}
     assert not (home / "reports").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-@pytest.mark.skipif(
-    importlib.util.find_spec("llama_cpp") is None,
-    reason="the 'local' extra (llama-cpp-python) is not installed",
-)
-async def test_research_report_with_the_local_model(env: TestEnvironment, home: Path) -> None:
-    """The real offline model, from topic to approval request to published report."""
-    run = await env.run(scenario.research_report, {"sources": 2})
-    assert run.status == RunStatus.SUSPENDED, run.error
-    usage = run.state["metadata"]["usage"]
-    assert usage["requests"] >= 5 and usage["by_model"].keys() == {"local:smollm2"}
-    await env.succeed(await env.token(run), {"decision": "approve"})
-    result = await env.result(await env.resume(run))
-    assert result["published"] is True
-    assert Path(result["path"]).read_text().strip()

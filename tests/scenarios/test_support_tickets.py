@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from cadenza import RunStatus
 from cadenza.agents import register_model
+from cadenza.examples.support_tickets import notification_agent, support, support_agent
 from cadenza.patterns.choreography import trace
 from cadenza.testing import TestEnvironment
 from cadenza.testing.scripted_model import ScriptedModel
-from examples.support_tickets import notification_agent, support, support_agent
 
 
 async def test_a_ticket_flows_through_three_agents_by_events_alone(env: TestEnvironment) -> None:

@@ -12,6 +12,7 @@ import os
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,12 +123,30 @@ def test_malformed_strings_are_refused_with_a_hint(text: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "change",
+    [
+        lambda t: t[:-1] + "é",  # in the signature
+        lambda t: t.replace(".", ".é", 1),  # in the claims
+        lambda t: t.replace(".", "\u202e.", 1),  # an invisible right-to-left override
+        lambda t: t[:10] + "\udcff" + t[10:],  # an undecodable byte from the command line
+        lambda t: t + "\x07",
+    ],
+)
+def test_a_token_with_characters_no_token_has_is_refused_not_a_crash(change: Any) -> None:
+    tokens = CallbackTokens(SECRET)
+    token = tokens.issue("cb-1", "r-42", "1", LATER)
+    with pytest.raises(InvalidCallbackToken, match="contains characters no token has"):
+        tokens.verify(change(token), now=NOW)
+
+
+@pytest.mark.parametrize(
     "body",
     [
         _b64(b"not json"),
         _b64(b'{"c": "cb-1", "r": "r-42"}'),  # no operation, no expiry
         _b64(b'{"c": "cb-1", "r": "r-42", "o": "1", "e": "soon"}'),
         _b64(b"[1, 2, 3]"),
+        _b64(b'{"c": "cb-1", "r": "r-42", "o": "1", "e": 1e300}'),  # no such time
         "%%%",
     ],
 )

@@ -58,9 +58,9 @@ def test_schema_from_type_hints_and_docstring() -> None:
     assert book_flight.spec.name == "book_flight"
 
 
-async def test_call_validates_coerces_and_passes_the_idempotency_key() -> None:
+async def test_call_validates_parses_and_passes_the_idempotency_key() -> None:
     result = await book_flight.call(
-        {"destination": "LIS", "day": "2026-05-01", "seats": "2"}, idempotency_key="run-1/op-4"
+        {"destination": "LIS", "day": "2026-05-01", "seats": 2}, idempotency_key="run-1/op-4"
     )
     assert result == {"key": "run-1/op-4", "to": "LIS", "day": date(2026, 5, 1), "seats": 2}
 

@@ -2,14 +2,20 @@
 
 Usage and cost are summed into the run's state document (``metadata.usage``) from the
 journaled responses, so the totals are the same after any number of replays and are
-readable with ``cadenza runs show``. A per-run :class:`Budget` is checked before every
-call and stops the run with :class:`BudgetExceeded` once spent.
+readable with ``cadenza runs show``. A :class:`Budget` limits the whole run: it is checked
+before every call, caps the call's ``max_tokens`` to the tokens left, and stops the run
+with :class:`BudgetExceeded` as soon as a reply goes over it (that reply is not used), so
+a run never spends more than its budget plus one reply. Inside :func:`budget_scope` a
+budget also applies to every model call of the agents and branches started there: a
+supervisor's budget covers its role agents.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -28,11 +34,12 @@ from cadenza.models import (
     infer_model,
     output_schema_for,
 )
+from cadenza.models._budget import capped_request
 from cadenza.models._structured import _validate  # one validation for every caller
 from cadenza.operations import StepContext
 from cadenza.retry import RetryPolicy
 from cadenza.tools import Toolset
-from cadenza.tools._tool import tool_result_text
+from cadenza.tools._tool import clip, tool_result_text
 
 T = TypeVar("T")
 
@@ -102,21 +109,81 @@ def _account(ctx: Context, response: ModelResponse, model_name: str) -> None:
         bucket["cost_usd"] = round(bucket["cost_usd"] + spent, 8)
 
 
-def check_budget(ctx: Context, budget: Budget | None) -> None:
+# The budgets of the scopes the current code runs in. Tasks copy their context when they
+# are created, so the branches of ctx.map / ctx.parallel inherit the budgets in force.
+_scoped: ContextVar[tuple[Budget, ...]] = ContextVar("cadenza_budgets", default=())
+
+
+@contextmanager
+def budget_scope(budget: Budget | None) -> Iterator[None]:
+    """Apply ``budget`` to every model call made inside, by this code and by every agent,
+    pattern and branch it starts::
+
+        with budget_scope(Budget(max_tokens=20_000)):
+            await supervisor.run(ctx, goal)   # the planner and every role agent
+    """
     if budget is None:
+        yield
         return
+    token = _scoped.set((*_scoped.get(), budget))
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
+
+
+def budgets_in_force(budget: Budget | None = None) -> tuple[Budget, ...]:
+    """``budget`` and the budgets of the scopes around the caller."""
+    found = [b for b in (*_scoped.get(), budget) if b is not None]
+    return tuple(b for i, b in enumerate(found) if all(b is not o for o in found[:i]))
+
+
+def _spent_tokens(ctx: Context) -> int:
     usage = usage_of(ctx)
-    tokens = usage["input_tokens"] + usage["output_tokens"]
-    if budget.max_tokens is not None and tokens >= budget.max_tokens:
-        raise BudgetExceeded(
-            f"run {ctx.run_id} has used {tokens} tokens, its budget is {budget.max_tokens};"
-            " raise Budget.max_tokens or shorten the task"
-        )
-    if budget.max_cost_usd is not None and usage["cost_usd"] >= budget.max_cost_usd:
-        raise BudgetExceeded(
-            f"run {ctx.run_id} has spent ${usage['cost_usd']:.4f}, its budget is"
-            f" ${budget.max_cost_usd:.4f}; raise Budget.max_cost_usd or use a cheaper model"
-        )
+    return int(usage["input_tokens"] + usage["output_tokens"])
+
+
+def check_budget(ctx: Context, budget: Budget | None) -> None:
+    """Raise :class:`BudgetExceeded` if ``budget`` or a scope's budget is spent."""
+    usage = usage_of(ctx)
+    tokens = _spent_tokens(ctx)
+    for limit in budgets_in_force(budget):
+        if limit.max_tokens is not None and tokens >= limit.max_tokens:
+            raise BudgetExceeded(
+                f"run {ctx.run_id} has used {tokens} tokens, its budget is {limit.max_tokens};"
+                " raise Budget.max_tokens or shorten the task"
+            )
+        if limit.max_cost_usd is not None and usage["cost_usd"] >= limit.max_cost_usd:
+            raise BudgetExceeded(
+                f"run {ctx.run_id} has spent ${usage['cost_usd']:.4f}, its budget is"
+                f" ${limit.max_cost_usd:.4f}; raise Budget.max_cost_usd or use a cheaper model"
+            )
+
+
+def _check_reply(ctx: Context, budgets: tuple[Budget, ...], response: ModelResponse) -> None:
+    """Stop at the reply that went over a budget: it is not used."""
+    usage = usage_of(ctx)
+    tokens = _spent_tokens(ctx)
+    reply = response.usage.input_tokens + response.usage.output_tokens
+    for limit in budgets:
+        if limit.max_tokens is not None and tokens > limit.max_tokens:
+            raise BudgetExceeded(
+                f"run {ctx.run_id} has used {tokens} tokens, its budget is {limit.max_tokens}:"
+                f" the last reply ({reply} tokens) went over it and is not used; raise"
+                " Budget.max_tokens or shorten the task"
+            )
+        if limit.max_cost_usd is not None and usage["cost_usd"] > limit.max_cost_usd:
+            raise BudgetExceeded(
+                f"run {ctx.run_id} has spent ${usage['cost_usd']:.4f}, its budget is"
+                f" ${limit.max_cost_usd:.4f}: the last reply went over it and is not used;"
+                " raise Budget.max_cost_usd or use a cheaper model"
+            )
+
+
+def _capped(ctx: Context, budgets: tuple[Budget, ...], req: ModelRequest) -> ModelRequest:
+    """``req`` asking for no more output tokens than the budgets leave."""
+    left = [b.max_tokens - _spent_tokens(ctx) for b in budgets if b.max_tokens is not None]
+    return capped_request(req, min(left)) if left else req
 
 
 async def call_model(
@@ -130,8 +197,9 @@ async def call_model(
 ) -> ModelResponse:
     """Ask ``model`` once, as a durable step. Streams to the engine's listeners if any."""
     chosen = resolve_model(model)
-    req = ModelRequest.of(request)
+    budgets = budgets_in_force(budget)
     check_budget(ctx, budget)
+    req = _capped(ctx, budgets, ModelRequest.of(request))
     engine = ctx.engine
 
     async def ask_model(step: StepContext) -> dict[str, Any]:
@@ -154,6 +222,7 @@ async def call_model(
     )
     response = ModelResponse.from_dict(data)
     _account(ctx, response, chosen.name)
+    _check_reply(ctx, budgets, response)
     return response
 
 
@@ -216,6 +285,7 @@ class ToolOutcome:
     ok: bool
     output: str  # the text the model sees (a reference for large outputs)
     error_type: str | None = None
+    refused: bool = False  # not run: unknown, not allowed, denied, rejected or over a limit
 
     def message(self) -> Message:
         return Message.tool(self.output, tool_call_id=self.call_id, name=self.name)
@@ -236,7 +306,6 @@ async def call_tool(
 ) -> ToolOutcome:
     """Run one tool call as a durable step. Errors come back as a failed outcome for the
     model to read; an unknown or forbidden tool is refused without running anything."""
-    artifacts = ctx.engine.artifacts
 
     async def run_tool(step: StepContext) -> dict[str, Any]:
         try:
@@ -244,8 +313,8 @@ async def call_tool(
         except ToolError as exc:
             return {"ok": False, "output": str(exc), "error_type": type(exc).__name__}
         text = tool_result_text(value)
-        if len(text) > LARGE_TOOL_OUTPUT and artifacts is not None:
-            key = await artifacts.put(text.encode())
+        if len(text) > LARGE_TOOL_OUTPUT and step.artifacts is not None:
+            key = await step.artifacts.put(text.encode())  # in this run's scope
             text = (
                 f"{text[: LARGE_TOOL_OUTPUT // 4]}\n… [{len(text)} characters in all,"
                 f" stored as artifact {key}]"
@@ -259,7 +328,7 @@ async def call_tool(
             call.id,
             call.name,
             False,
-            f"the tool failed: {exc}",
+            clip(f"the tool failed: {exc}", LARGE_TOOL_OUTPUT // 2),
             getattr(exc, "error_type", type(exc).__name__),
         )
     return ToolOutcome(

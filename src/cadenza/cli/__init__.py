@@ -3,7 +3,8 @@
 Exit codes scripts can rely on: 0 done (the run succeeded, or waits as expected),
 1 the run failed or was cancelled, 2 bad usage, configuration or input, 3 not found,
 4 a callback token was refused (forged, expired, used), 5 the run is not in a state that
-allows the request, 130 interrupted.
+allows the request, 6 the store takes no writes for now (a full disk, a database that is
+down; nothing was lost, and a worker resumes the run once it is back), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,19 +12,31 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import click
 
-from cadenza.cli._common import console, err_console, run_async
+from cadenza.cli._common import console, err_console, literal, run_async
 from cadenza.cli.callbacks import callback_group
 from cadenza.cli.events import events_group, rules_group
 from cadenza.cli.runs import cancel_command, run_command, runs_group
 from cadenza.engine.engine import Engine
 from cadenza.engine.worker import Worker
+from cadenza.errors import ConfigurationError, WorkflowNotFound
 from cadenza.workflow import load, registered
+
+# The libraries behind local models and embeddings draw progress bars on stderr while they
+# load, over cadenza's own progress; they read these when first imported, which is later.
+for _variable in (
+    "TQDM_DISABLE",
+    "HF_HUB_DISABLE_PROGRESS_BARS",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS",
+):
+    os.environ.setdefault(_variable, "1")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,10 +95,7 @@ def worker_command(
         workflows = None
         if refs:
             for ref in refs:
-                if ":" in ref:
-                    load(ref)
-                else:
-                    importlib.import_module(ref)
+                _import_workflows(ref)
             workflows = [d.key for d in registered()]
         engine.lease = timedelta(seconds=lease)
         stop = asyncio.Event()
@@ -100,17 +110,36 @@ def worker_command(
             poll_interval=poll,
         )
         worker.on_result = lambda r: err_console.print(
-            f"{r.run_id}: {r.status or 'aborted'}"
+            f"{literal(r.run_id)}: {r.status or 'aborted'}"
             f" ({r.executed} ops executed, {r.replayed} replayed)"
         )
         err_console.print(
-            f"worker {engine.owner} on {engine.store.url}"
+            f"worker {literal(engine.owner)} on {literal(engine.store.url)}"
             f" (concurrency {concurrency}); Ctrl-C to stop"
         )
         await worker.run(stop=stop, grace=grace)
         err_console.print("worker stopped")
 
     body()
+
+
+def _import_workflows(ref: str) -> None:
+    """Import what ``-w REF`` names; a reference that imports nothing is a configuration
+    mistake of the worker, reported before it starts claiming runs."""
+    try:
+        if ":" in ref:
+            load(ref)
+            return
+        if str(Path.cwd()) not in sys.path:  # as `cadenza run` does for MODULE:WORKFLOW
+            sys.path.insert(0, str(Path.cwd()))
+        importlib.import_module(ref)
+    except WorkflowNotFound as exc:
+        raise ConfigurationError(f"worker -w {ref}: {exc}") from None
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"worker -w {ref}: cannot import module {ref!r} ({exc}); run the worker from the"
+            " folder that holds it, install its package, or name a workflow as MODULE:WORKFLOW"
+        ) from None
 
 
 cli.add_command(run_command)
@@ -120,7 +149,7 @@ cli.add_command(callback_group)
 cli.add_command(events_group)
 cli.add_command(rules_group)
 
-for _name in ("models", "db", "examples"):
+for _name in ("models", "db", "examples", "doctor", "recover"):
     # Command groups of optional parts register themselves when present.
     try:
         _module = importlib.import_module(f"cadenza.cli.{_name}")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from cadenza.cli._common import console, emit_json, json_option, parse_json, run_async
+from cadenza.cli._common import console, emit_json, json_option, literal, parse_json, run_async
 from cadenza.cli.runs import advance
 from cadenza.engine.engine import Engine
 from cadenza.ports.run_store import CallbackRecord
@@ -31,14 +31,15 @@ async def _after(
 ) -> int:
     if continue_ is None:
         continue_ = engine.store.url.startswith("sqlite")
+    what = f"callback {literal(callback.op_id)} of run {literal(callback.run_id)} {verb}"
     if not continue_:
         if as_json:
             emit_json({"run_id": callback.run_id, "op_id": callback.op_id, "callback": verb})
         else:
-            console.print(f"callback {callback.op_id} of run {callback.run_id} {verb}")
+            console.print(what)
         return 0
     if not as_json:
-        console.print(f"callback {callback.op_id} of run {callback.run_id} {verb}; continuing")
+        console.print(f"{what}; continuing")
     run = await engine.store.get_run(callback.run_id)
     while run.parent_run_id:  # report on the run the user started
         run = await engine.store.get_run(run.parent_run_id)
@@ -55,7 +56,7 @@ def succeed(token: str, payload: str | None, continue_: bool | None, as_json: bo
 
     @run_async
     async def body(engine: Engine) -> int:
-        value = parse_json(payload, "--payload")
+        value = parse_json(payload, "--payload", example='{"approved": true}')
         callback = await engine.succeed_callback(token, value)
         return await _after(engine, callback, "succeeded", continue_, as_json)
 
@@ -91,6 +92,9 @@ def heartbeat(token: str, as_json: bool) -> None:
         if as_json:
             emit_json({"run_id": callback.run_id, "op_id": callback.op_id, "heartbeat": True})
         else:
-            console.print(f"heartbeat recorded for callback {callback.op_id} of {callback.run_id}")
+            console.print(
+                f"heartbeat recorded for callback {literal(callback.op_id)}"
+                f" of {literal(callback.run_id)}"
+            )
 
     body()

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-from cadenza.cli._common import console, emit_json, err_console, json_option
+from cadenza.cli._common import console, emit_json, fail, json_option, literal
 from cadenza.config import create_store, store_url
 from cadenza.errors import CadenzaError, ConfigurationError
 from cadenza.ports.run_store import QueueConfig, RunStore
@@ -59,9 +59,11 @@ def upgrade_command(url: str | None) -> None:
         await store.open()  # migrates, under a lock where the backend has one
         after, _ = await _schema_status(store)
         if after == before:
-            console.print(f"{_redacted(url)}: schema up to date (version {after})")
+            console.print(f"{literal(_redacted(url))}: schema up to date (version {after})")
         else:
-            console.print(f"{_redacted(url)}: schema upgraded from version {before} to {after}")
+            console.print(
+                f"{literal(_redacted(url))}: schema upgraded from version {before} to {after}"
+            )
         if after < latest:  # pragma: no cover - a migration that did not apply
             raise ConfigurationError(f"schema is at version {after}; expected {latest}")
 
@@ -86,7 +88,7 @@ def status_command(url: str | None, check: bool, as_json: bool) -> None:
                 {"store": _redacted(url), "version": current, "latest": latest, "state": state}
             )
         else:
-            console.print(f"store:   {_redacted(url)}")
+            console.print(f"store:   {literal(_redacted(url))}")
             console.print(f"schema:  version {current} of {latest} ({state})")
             if current < latest:
                 console.print("run 'cadenza db upgrade' (workers also upgrade when they start)")
@@ -115,7 +117,7 @@ def queues_list_command(url: str | None, as_json: bool) -> None:
         if not queues:
             console.print("no queue has limits")
         for q in queues:
-            console.print(f"{q.name}: {_describe(q)}")
+            console.print(f"{literal(q.name)}: {_describe(q)}")
 
     _run(url or store_url(), show)
 
@@ -144,7 +146,7 @@ def queues_set_command(
 
     async def put(store: RunStore) -> None:
         await store.put_queue(config)
-        console.print(f"{name}: {_describe(config)}")
+        console.print(f"{literal(name)}: {_describe(config)}")
 
     _run(url or store_url(), put)
 
@@ -167,8 +169,7 @@ def _run(
     try:
         asyncio.run(body())
     except CadenzaError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        sys.exit(type(exc).exit_code)
+        fail(exc)
 
 
 async def _schema_status(store: RunStore) -> tuple[int, int]:

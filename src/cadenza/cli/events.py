@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from cadenza.cli._common import (
     console,
     emit_json,
     err_console,
+    fail,
     json_option,
+    literal,
+    literal_text,
     parse_json,
     run_async,
+    stdout_reserved_for_json,
+    visible,
 )
 from cadenza.engine.engine import Engine
 from cadenza.errors import InvalidInput
@@ -31,28 +36,53 @@ def events_group() -> None:
     """Publish events and list recent ones."""
 
 
+_EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
+
+
+def _event_id(value: str | None) -> str | None:
+    if value is not None and not _EVENT_ID.fullmatch(value):
+        raise InvalidInput(
+            f"--id {visible(value)!r} is not an event id: use 1 to 128 letters, digits and"
+            " . _ : / @ -, starting with a letter or digit, e.g. --id order-42-placed"
+        )
+    return value
+
+
 @events_group.command("put")
 @click.option("--detail-type", required=True, help="The event's detail-type.")
 @click.option("--source", default="cadenza.cli", show_default=True)
 @click.option("--detail", default="{}", help="The event's detail, a JSON object (or @file).")
+@click.option(
+    "--id",
+    "event_id",
+    help="The event's id (default: a new one). Publish a retry under the same id: rules"
+    " start one run per event id and a waiting run takes the event once.",
+)
 @click.option("--no-deliver", is_flag=True, help="Leave delivery to a running worker.")
 @json_option
-def events_put(detail_type: str, source: str, detail: str, no_deliver: bool, as_json: bool) -> None:
+def events_put(
+    detail_type: str,
+    source: str,
+    detail: str,
+    event_id: str | None,
+    no_deliver: bool,
+    as_json: bool,
+) -> None:
     """Publish one event; matching rules and waiting runs receive it."""
 
     @run_async
     async def body(engine: Engine) -> None:
-        data = parse_json(detail, "--detail")
+        data = parse_json(detail, "--detail", example='{"ticket": 42}')
         if not isinstance(data, dict):
-            raise InvalidInput("--detail must be a JSON object, e.g. '{\"ticket\": 42}'")
-        event = Event.new(detail_type, data, source=source)
+            raise InvalidInput("--detail must be a JSON object, e.g. --detail '{\"ticket\": 42}'")
+        event = Event.new(detail_type, data, source=source, id=_event_id(event_id))
         await engine.publish([event.to_dict()])
         if not no_deliver:
             await relay_outbox(engine)
         if as_json:
             emit_json(event.to_dict())
         else:
-            console.print(f"published event {event.id} ({detail_type})")
+            console.print(f"published event {literal(event.id)} ({literal(detail_type)})")
 
     body()
 
@@ -76,15 +106,19 @@ def events_list(limit: int, as_json: bool) -> None:
             ev = e.event
             table.add_row(
                 e.published_at.strftime("%H:%M:%S"),
-                ev.get("detail-type", ""),
-                ev.get("source", ""),
-                ev.get("run_id", ""),
+                literal_text(ev.get("detail-type", "")),
+                literal_text(ev.get("source", "")),
+                literal_text(ev.get("run_id", "")),
                 "yes" if e.delivered_at else "no",
-                ev.get("id", ""),
+                literal_text(ev.get("id", "")),
             )
         console.print(table)
 
     body()
+
+
+_PATTERN_EXAMPLE = '{"detail-type": ["order"]}'
+_EVENT_EXAMPLE = '{"detail-type": "order", "detail": {"total": 150}}'
 
 
 @click.group("rules")
@@ -130,7 +164,8 @@ def rules_put(
                 " --complete-callback detail.token"
             )
         if workflow_ref:
-            definition = load(workflow_ref)
+            with stdout_reserved_for_json(as_json):  # a module may print as it is imported
+                definition = load(workflow_ref)
             target = "start_workflow"
             params = {
                 "workflow": definition.name,
@@ -142,7 +177,7 @@ def rules_put(
             target, params = "complete_callback", {"token_path": str(token_path)}
         rule = Rule(
             name=name,
-            pattern=parse_json(pattern, "--pattern"),
+            pattern=parse_json(pattern, "--pattern", example=_PATTERN_EXAMPLE),
             target=target,
             params=params,
             enabled=not disabled,
@@ -161,7 +196,7 @@ def rules_put(
                 }
             )
         else:
-            console.print(f"rule {name} → {target} {json.dumps(params)}")
+            console.print(f"rule {literal(name)} → {target} {literal(json.dumps(params))}")
 
     body()
 
@@ -192,10 +227,9 @@ def rules_list(as_json: bool) -> None:
             console.print("no rules; add one with: cadenza rules put NAME --pattern … --start …")
         for r in rules:
             state = "" if r.enabled else " (disabled)"
-            # Patterns are JSON with brackets that rich would read as markup: escape them.
             console.print(
-                f"[bold]{escape(r.name)}[/bold]{state}: {escape(json.dumps(r.pattern))}"
-                f" → {r.target} {escape(json.dumps(r.params))}"
+                f"[bold]{literal(r.name)}[/bold]{state}: {literal(json.dumps(r.pattern))}"
+                f" → {literal(r.target)} {literal(json.dumps(r.params))}"
             )
 
     body()
@@ -209,9 +243,9 @@ def rules_delete(name: str) -> None:
     @run_async
     async def body(engine: Engine) -> int:
         if not await engine.store.delete_rule(name):
-            err_console.print(f"[red]error:[/red] no rule named {name}")
+            err_console.print(f"[red]error:[/red] no rule named {literal(name)}")
             return 3
-        console.print(f"deleted rule {name}")
+        console.print(f"deleted rule {literal(name)}")
         return 0
 
     raise SystemExit(body())
@@ -225,10 +259,9 @@ def rules_test(pattern: str, event_json: str) -> None:
     from cadenza.errors import CadenzaError
 
     try:
-        compiled = compile_pattern(parse_json(pattern, "--pattern"))
-        matched = compiled.matches(parse_json(event_json, "--event"))
+        compiled = compile_pattern(parse_json(pattern, "--pattern", example=_PATTERN_EXAMPLE))
+        matched = compiled.matches(parse_json(event_json, "--event", example=_EVENT_EXAMPLE))
     except CadenzaError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(type(exc).exit_code) from None
+        fail(exc)
     console.print("match" if matched else "no match")
     raise SystemExit(0 if matched else 1)

@@ -13,8 +13,10 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from cadenza.cli._common import literal, visible
 from cadenza.errors import CadenzaError, InvalidInput
 from cadenza.models import (
     Model,
@@ -29,7 +31,7 @@ from cadenza.models import (
 
 __all__ = ["ask_command", "models_group", "register"]
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def register(cli: click.Group) -> None:
@@ -39,7 +41,7 @@ def register(cli: click.Group) -> None:
 
 
 def _fail(exc: CadenzaError) -> None:
-    _err.print(f"[red]error:[/red] {exc}", markup=True)
+    _err.print(f"[red]error:[/red] {literal(exc, multiline=True)}", markup=True)
     sys.exit(type(exc).exit_code)
 
 
@@ -87,7 +89,7 @@ def list_command(as_json: bool) -> None:
         installed = (
             "[green]yes[/green]"
             if row["installed"]
-            else f"[yellow]no[/yellow]: pip install 'cadenza[{row['extra']}]'"
+            else "[yellow]no[/yellow]: pip install " + escape(f"'cadenza[{row['extra']}]'")
         )
         table.add_row(
             f"{row['provider']}:",
@@ -96,7 +98,7 @@ def list_command(as_json: bool) -> None:
             "\n".join(row["models"]) or "-",
         )
     # Piped output keeps lines whole instead of cutting them at 80 columns.
-    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+    Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @click.command("ask")
@@ -161,11 +163,11 @@ async def _ask(
         if schema is not None:
             value, responses = await generate_structured(model, request, schema)
             if not as_json:
-                click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+                click.echo(_shown(json.dumps(value, indent=2, ensure_ascii=False)))
         else:
             response = await _reply(model, request, live=stream and not as_json)
             if not as_json and not stream:
-                click.echo(response.text)
+                click.echo(_shown(response.text))
             responses = [response]
     finally:
         await model.aclose()
@@ -178,13 +180,19 @@ async def _reply(model: Model, request: ModelRequest, *, live: bool) -> ModelRes
     final: ModelResponse | None = None
     async for chunk in model.stream(request):
         if chunk.delta:
-            click.echo(chunk.delta, nl=False)
+            click.echo(_shown(chunk.delta), nl=False)
             sys.stdout.flush()
         if chunk.response is not None:
             final = chunk.response
     click.echo()
     assert final is not None, "a stream ends with the complete response"
     return final
+
+
+def _shown(text: str) -> str:
+    """A model's words for a person: what a terminal would obey is shown instead (``--json``
+    gives the reply exactly as the model wrote it)."""
+    return visible(text, multiline=True)
 
 
 def _report(responses: list[ModelResponse], value: Any, structured: bool, as_json: bool) -> None:
@@ -206,10 +214,10 @@ def _report(responses: list[ModelResponse], value: Any, structured: bool, as_jso
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     for call in last.tool_calls:
-        click.echo(f"tool call: {call.name}({json.dumps(call.arguments)})")
+        click.echo(_shown(f"tool call: {call.name}({json.dumps(call.arguments)})"))
     attempts = f", {len(responses)} attempts" if len(responses) > 1 else ""
     _err.print(
-        f"[dim]{last.model}: {usage.input_tokens} in + {usage.cached_tokens} cached + "
+        f"[dim]{literal(last.model)}: {usage.input_tokens} in + {usage.cached_tokens} cached + "
         f"{usage.output_tokens} out tokens, ${spent:.6f}{attempts}[/dim]",
         markup=True,
     )

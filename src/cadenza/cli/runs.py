@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import click
-from rich.markup import escape
+from pydantic import TypeAdapter
 from rich.table import Table
 
+from cadenza._callbacks import describe_schema
 from cadenza.cli._common import (
     EXIT_RUN_FAILED,
     ago,
@@ -18,14 +21,18 @@ from cadenza.cli._common import (
     emit_json,
     err_console,
     json_option,
+    json_text,
+    literal,
+    literal_text,
     parse_json,
     run_async,
+    stdout_reserved_for_json,
 )
+from cadenza.cli._progress import LineProgress, LiveProgress, ProgressBoard
 from cadenza.clock import parse_iso
 from cadenza.engine.engine import Engine
 from cadenza.engine.worker import drive
-from cadenza.history import HistoryEvent
-from cadenza.history import HistoryEventType as H
+from cadenza.errors import CadenzaError
 from cadenza.journal import OpType
 from cadenza.ports.run_store import (
     CallbackKind,
@@ -64,11 +71,22 @@ async def pending_waits(engine: Engine, run: RunRecord) -> list[dict[str, Any]]:
                     cb.op_id,
                     parse_iso(op.data["token_expires_at"]),
                 )
+            if cb.payload_schema is not None:
+                wait["payload_schema"] = cb.payload_schema
             if cb.pattern is not None:
                 wait["pattern"] = cb.pattern
             waits.append(wait)
         runs.extend(await engine.store.list_runs(parent_run_id=current.run_id, limit=1000))
     return waits
+
+
+async def _listed(engine: Engine, run: RunRecord) -> dict[str, Any]:
+    """A run for ``runs list --json``: one whose stored result cannot be read (its artifact
+    is gone) is still listed, with the reason, rather than failing the whole list."""
+    try:
+        return describe(await engine.readable(run))
+    except CadenzaError as exc:
+        return {**describe(run.evolve(result=None)), "result_unreadable": str(exc)}
 
 
 def describe(run: RunRecord) -> dict[str, Any]:
@@ -82,6 +100,8 @@ def describe(run: RunRecord) -> dict[str, Any]:
     }
     if run.parent_run_id:
         data["parent_run_id"] = run.parent_run_id
+    if run.origin is not None:
+        data["forked_from"] = {"run_id": run.origin.run_id, "op_id": run.origin.op_id}
     if run.wake_at and run.status == RunStatus.SUSPENDED:
         data["wake_at"] = run.wake_at
     if run.result is not None:
@@ -92,91 +112,56 @@ def describe(run: RunRecord) -> dict[str, Any]:
 
 
 class ProgressPrinter:
-    """Prints each committed operation of the runs this process drives, as it happens,
-    and the tokens of streamed model replies as they arrive."""
+    """The plain log of the runs this process drives: each committed operation as it
+    happens, and streamed model text labelled with its operation. Subscribe it with
+    ``engine.subscribe(printer)`` and ``engine.subscribe_stream(printer.stream)``, or use
+    :func:`watch`, which also keeps a live status area on a terminal."""
 
     def __init__(self, root: str) -> None:
-        self.root = root
-        self._streaming = False
+        self._lines = LineProgress(ProgressBoard(root), err_console)
 
     def __call__(self, run: RunRecord, checkpoint: Checkpoint) -> None:
-        ops = {op.op_id: op for op in checkpoint.ops}
-        prefix = "" if run.run_id == self.root else f"[dim]{run.run_id}[/dim] "
-        for event in checkpoint.history:
-            line = _progress_line(event, ops)
-            if line:
-                self._end_stream()
-                err_console.print(f"  {prefix}{line}")
+        self._lines.committed(run, checkpoint)
 
     def stream(self, run_id: str, op_id: str, text: str) -> None:
-        if not self._streaming:
-            err_console.print("  [dim]…[/dim] ", end="")
-            self._streaming = True
-        err_console.print(text, end="", style="dim", markup=False)
-
-    def _end_stream(self) -> None:
-        if self._streaming:
-            err_console.print()
-            self._streaming = False
+        self._lines.stream(run_id, op_id, text)
 
 
-def _progress_line(event: HistoryEvent, ops: dict[str, Any]) -> str | None:
-    op = ops.get(event.op_id or "")
-    took = ""
-    if op is not None and op.started_at and op.ended_at:
-        took = f" [dim]{(op.ended_at - op.started_at).total_seconds() * 1000:.0f} ms[/dim]"
-    d = event.details
-    label = f"{event.name}"
-    match event.type:
-        case H.STEP_SUCCEEDED:
-            return f"[green]✓[/green] step {label}{took}"
-        case H.STEP_FAILED:
-            error = d.get("error", {})
-            then = (
-                "gave up" if d.get("final") else f"retry at {d.get('next_attempt_at', '?')[11:19]}"
-            )
-            return (
-                f"[red]✗[/red] step {label}: {error.get('type')}: {error.get('message')} ({then})"
-            )
-        case H.WAIT_STARTED:
-            return f"[cyan]…[/cyan] wait {label} until {d.get('until', '?')[11:19]}"
-        case H.CALLBACK_STARTED:
-            return f"[yellow]⏸[/yellow] callback {label} opened"
-        case H.CALLBACK_SUCCEEDED | H.EVENT_WAIT_SUCCEEDED | H.INVOKE_SUCCEEDED:
-            return f"[green]✓[/green] {event.type} {label}"
-        case H.CALLBACK_FAILED | H.CALLBACK_TIMED_OUT | H.INVOKE_FAILED | H.EVENT_WAIT_TIMED_OUT:
-            return f"[red]✗[/red] {event.type} {label}"
-        case H.INVOKE_STARTED:
-            return f"[cyan]→[/cyan] child run {d.get('child_run_id')} ({d.get('workflow')})"
-        case H.EVENT_EMITTED:
-            return f"[cyan]↗[/cyan] event {label}"
-        case H.EVENT_WAIT_STARTED:
-            return f"[yellow]⏸[/yellow] waiting for event {label}"
-        case H.CONTEXT_SUCCEEDED if d.get("completion_reason"):
-            return (
-                f"[green]✓[/green] {label}: {d.get('succeeded')} succeeded,"
-                f" {d.get('failed')} failed"
-            )
-        case H.EXECUTION_SUCCEEDED:
-            return "[green bold]✓ run succeeded[/green bold]"
-        case H.EXECUTION_FAILED:
-            return f"[red bold]✗ run failed:[/red bold] {d.get('error', {}).get('message')}"
-    return None
+@contextlib.contextmanager
+def watch(engine: Engine, root: str, *, enabled: bool = True) -> Iterator[None]:
+    """Show the progress of the runs ``engine`` executes meanwhile, on stderr: a live view
+    on a terminal (finished operations scroll by, running ones stay at the bottom with
+    their elapsed time), the plain log anywhere else."""
+    if not enabled:
+        yield
+        return
+    board = ProgressBoard(root)
+    view = (
+        LiveProgress(board, err_console)
+        if err_console.is_terminal and not err_console.is_dumb_terminal
+        else LineProgress(board, err_console)
+    )
+    with view:
+        stops = [
+            engine.subscribe(view.committed),
+            engine.subscribe_activity(view.activity),
+            engine.subscribe_stream(view.stream),
+        ]
+        try:
+            yield
+        finally:
+            for stop in stops:
+                stop()
 
 
 async def advance(
     engine: Engine, run: RunRecord, *, as_json: bool, linger: float, progress: bool
 ) -> int:
     """Drive ``run`` in this process, then report how it ended or what it waits on."""
-    printer = ProgressPrinter(run.run_id)
-    unsubscribe = (
-        [engine.subscribe(printer), engine.subscribe_stream(printer.stream)] if progress else []
-    )
-    try:
-        run = await drive(engine, run.run_id, linger=timedelta(seconds=linger))
-    finally:
-        for stop in unsubscribe:
-            stop()
+    with stdout_reserved_for_json(as_json), watch(engine, run.run_id, enabled=progress):
+        run = await engine.readable(
+            await drive(engine, run.run_id, linger=timedelta(seconds=linger))
+        )
     waits = await pending_waits(engine, run)
     if as_json:
         emit_json({**describe(run), "waiting_for": waits})
@@ -186,18 +171,20 @@ async def advance(
 
 
 def report(run: RunRecord, waits: list[dict[str, Any]]) -> None:
+    """How a run ended, or what it waits on, for a person (``run`` made readable)."""
+    run_id = literal(run.run_id)
     if run.status == RunStatus.SUCCEEDED:
-        console.print(f"run [bold]{run.run_id}[/bold] succeeded:")
-        console.print_json(run.result or "null")
+        console.print(f"run [bold]{run_id}[/bold] succeeded:")
+        console.print(json_text(run.result or "null"))
     elif run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
         error = run.error
         console.print(
-            f"run [bold]{run.run_id}[/bold] {run.status.lower()}:"
-            f" {error.type + ': ' + error.message if error else ''}"
+            f"run [bold]{run_id}[/bold] {run.status.lower()}:"
+            f" {literal(error.type + ': ' + error.message, multiline=True) if error else ''}"
         )
-        console.print(f"  see [bold]cadenza runs history {run.run_id}[/bold]")
+        console.print(f"  see [bold]cadenza runs history {run_id}[/bold]")
     else:
-        console.print(f"run [bold]{run.run_id}[/bold] is {run.status.lower()}", end="")
+        console.print(f"run [bold]{run_id}[/bold] is {run.status.lower()}", end="")
         if run.wake_at and not waits:
             console.print(f" until {run.wake_at:%H:%M:%S} (a worker resumes it: cadenza worker)")
         else:
@@ -205,17 +192,32 @@ def report(run: RunRecord, waits: list[dict[str, Any]]) -> None:
         for wait in waits:
             if "token" in wait:
                 console.print(
-                    f"  waiting for callback [bold]{wait['name']}[/bold]"
-                    f" ({wait['run_id']}, op {wait['op_id']})"
+                    f"  waiting for callback [bold]{literal(wait['name'])}[/bold]"
+                    f" ({literal(wait['run_id'])}, op {literal(wait['op_id'])})"
                 )
                 console.print(f"  token: {wait['token']}")
+                schema = wait.get("payload_schema")
+                if schema is not None:
+                    console.print(f"  expects: {literal(describe_schema(schema))}")
                 console.print(
                     f"  continue: cadenza callback succeed {wait['token']}"
-                    " --payload '{\"approved\": true}'"
+                    f" --payload {literal(_example_payload(schema))}"
                 )
             else:
-                pattern = escape(json.dumps(wait.get("pattern")))
+                pattern = literal(json.dumps(wait.get("pattern")))
                 console.print(f"  waiting for an event matching {pattern}")
+
+
+def _example_payload(schema: dict[str, Any] | None) -> str:
+    """A --payload that fits the callback's declared shape, quoted for the shell."""
+    example: Any = {"approved": True}
+    if schema is not None:
+        properties = schema.get("properties", {})
+        if "decision" in properties:
+            example = {"decision": "approve"}
+        elif not {"approved"} <= properties.keys():
+            return "'<json>'"
+    return "'" + json.dumps(example) + "'"
 
 
 @click.command("run")
@@ -249,24 +251,49 @@ def run_command(
 
     @run_async
     async def body(engine: Engine) -> int:
-        definition = load(ref)
-        value = parse_json(input_json, "--input")
+        with stdout_reserved_for_json(as_json):  # a module may print as it is imported
+            definition = load(ref)
+        value = parse_json(input_json, "--input", example=input_example(definition.input_type))
         run = await engine.start(definition, value, run_id=run_id, idempotency_key=idempotency_key)
         if detach:
             if as_json:
                 emit_json(describe(run))
             else:
-                console.print(f"started run [bold]{run.run_id}[/bold]; a worker will run it")
+                console.print(
+                    f"started run [bold]{literal(run.run_id)}[/bold]; a worker will run it"
+                )
             return 0
         if not quiet and not as_json:
             err_console.print(
-                f"[bold]▶ run {run.run_id}[/bold] {definition.name} v{definition.version}"
+                f"[bold]▶ run {literal(run.run_id)}[/bold] {literal(definition.name)}"
+                f" v{literal(definition.version)}"
             )
         return await advance(
             engine, run, as_json=as_json, linger=linger, progress=not quiet and not as_json
         )
 
     sys.exit(body())
+
+
+def input_example(tp: Any) -> str:
+    """An input of type ``tp`` as one would type it after ``--input``: a JSON string for a
+    ``str``, an object with the model's fields for a model."""
+    simple = {str: '"Lisbon"', int: "42", float: "1.5", bool: "true"}
+    if tp in simple:
+        return simple[tp]
+    try:
+        schema = TypeAdapter(tp).json_schema() if tp is not None else {}
+    except Exception:  # a type pydantic has no schema for: the generic example
+        schema = {}
+    if schema.get("type") == "array":
+        return '["…"]'
+    fields = schema.get("properties")
+    if not isinstance(fields, dict) or not fields:
+        return '{"city": "Lisbon"}'
+    samples = {"string": "…", "integer": 1, "number": 1.5, "boolean": True, "array": []}
+    required = [f for f in schema.get("required", []) if f in fields] or list(fields)
+    example = {f: samples.get(fields[f].get("type"), {}) for f in required[:4]}
+    return json.dumps(example, ensure_ascii=False).replace("'", "")
 
 
 @click.group("runs")
@@ -288,7 +315,7 @@ def runs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
             status=RunStatus(status.upper()) if status else None, workflow=workflow, limit=limit
         )
         if as_json:
-            emit_json([describe(r) for r in runs])
+            emit_json([await _listed(engine, r) for r in runs])
             return
         if not runs:
             console.print("no runs yet; start one with: cadenza run MODULE:WORKFLOW")
@@ -299,8 +326,8 @@ def runs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
             table.add_column(column)
         for r in runs:
             table.add_row(
-                r.run_id,
-                f"{r.workflow} v{r.version}",
+                literal_text(r.run_id),
+                literal_text(f"{r.workflow} v{r.version}"),
                 str(r.status),
                 ago(r.created_at, now),
                 ago(r.updated_at, now),
@@ -318,14 +345,17 @@ def runs_show(run_id: str, as_json: bool) -> None:
 
     @run_async
     async def body(engine: Engine) -> None:
-        run = await engine.store.get_run(run_id)
+        run = await engine.readable(await engine.store.get_run(run_id))
         waits = await pending_waits(engine, run)
         journal = await engine.store.load_journal(run_id)
         counts: dict[str, int] = {}
         for op in journal:
             if op.type == OpType.STEP:
                 counts[str(op.status)] = counts.get(str(op.status), 0) + 1
-        children = await engine.store.list_runs(parent_run_id=run_id, limit=1000)
+        children = [
+            await engine.readable(c)
+            for c in await engine.store.list_runs(parent_run_id=run_id, limit=1000)
+        ]
         if as_json:
             emit_json(
                 {
@@ -339,23 +369,32 @@ def runs_show(run_id: str, as_json: bool) -> None:
             return
         now = engine.clock.now()
         console.print(
-            f"[bold]{run.run_id}[/bold]  {run.workflow} v{run.version}  [bold]{run.status}[/bold]"
+            f"[bold]{literal(run.run_id)}[/bold]  {literal(run.workflow)} v{literal(run.version)}"
+            f"  [bold]{run.status}[/bold]"
         )
         console.print(f"  started {ago(run.created_at, now)}, updated {ago(run.updated_at, now)}")
+        if run.origin is not None:
+            console.print(
+                f"  forked from {literal(run.origin.run_id)} at op {literal(run.origin.op_id)}"
+            )
         console.print(
             f"  steps: {', '.join(f'{v} {k.lower()}' for k, v in counts.items()) or 'none'}"
         )
         if run.state.get("status"):
-            console.print(f"  agent status: {run.state['status']}")
+            console.print(f"  agent status: {literal(run.state['status'])}")
         usage = run.state.get("metadata", {}).get("usage")
         if usage:
             console.print(
-                f"  models: {usage['requests']} calls, {usage['input_tokens']} tokens in,"
-                f" {usage['output_tokens']} out, {usage['cached_tokens']} cached,"
-                f" ${usage['cost_usd']:.4f}"
+                literal(
+                    f"  models: {usage['requests']} calls, {usage['input_tokens']} tokens in,"
+                    f" {usage['output_tokens']} out, {usage['cached_tokens']} cached,"
+                    f" ${usage['cost_usd']:.4f}"
+                )
             )
         for child in children:
-            console.print(f"  child {child.run_id}: {child.workflow} {child.status}")
+            console.print(
+                f"  child {literal(child.run_id)}: {literal(child.workflow)} {child.status}"
+            )
         report(run, waits) if not run.status.terminal else _print_outcome(run)
 
     body()
@@ -364,9 +403,10 @@ def runs_show(run_id: str, as_json: bool) -> None:
 def _print_outcome(run: RunRecord) -> None:
     if run.result is not None:
         console.print("  result:")
-        console.print_json(run.result)
+        console.print(json_text(run.result))
     if run.error is not None:
-        console.print(f"  error: {run.error.type}: {run.error.message}")
+        error = literal(f"{run.error.type}: {run.error.message}", multiline=True)
+        console.print(f"  error: {error}")
 
 
 @runs_group.command("history")
@@ -391,13 +431,17 @@ def runs_history(run_id: str, as_json: bool) -> None:
                 str(position),
                 e.timestamp.strftime("%H:%M:%S.%f")[:-3],
                 str(e.type),
-                e.op_id or "",
-                e.name or "",
-                json.dumps(details, default=str)[:120] if details else "",
+                literal_text(e.op_id or ""),
+                literal_text(e.name or ""),
+                literal_text(_clip(json.dumps(details, default=str)) if details else ""),
             )
         console.print(table)
 
     body()
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @runs_group.command("state")
@@ -412,7 +456,7 @@ def runs_state(run_id: str, as_json: bool) -> None:
         if as_json:
             emit_json(run.state)
         else:
-            console.print_json(json.dumps(run.state, default=str))
+            console.print(json_text(run.state))
 
     body()
 
@@ -429,8 +473,10 @@ def cancel_command(run_id: str, as_json: bool) -> None:
         if as_json:
             emit_json(describe(run))
         elif run.status == RunStatus.CANCELLED:
-            console.print(f"run {run_id} cancelled")
+            console.print(f"run {literal(run_id)} cancelled")
         else:
-            console.print(f"run {run_id} will stop at its next checkpoint (a worker holds it)")
+            console.print(
+                f"run {literal(run_id)} will stop at its next checkpoint (a worker holds it)"
+            )
 
     body()

@@ -39,6 +39,7 @@ from cadenza.ports.run_store import (
     RunRecord,
     RunStatus,
 )
+from cadenza.serde import preview
 from cadenza.state import AgentState, AgentStatus
 from cadenza.workflow import WorkflowDefinition
 
@@ -111,13 +112,19 @@ class Activation:
         self.definition = definition
         self.journal = {op.op_id: op for op in journal}
         self.callbacks = {cb.callback_id: cb for cb in callbacks}
-        self.codec = engine.codec
+        self.codec = engine.codec.for_run(run.run_id)
         self.tokens = engine.tokens
         # Replay rebuilds the document from scratch; only the count of activations carries
         # over (everything else, error counts and usage included, is recounted by replay).
         stored = run.state.get("metadata", {}) if run.state else {}
         invocations = int(stored.get("invocationCount", 0)) + 1
-        self.state = AgentState(self.engine.initial_state(run, {"invocationCount": invocations}))
+        carried: dict[str, Any] = {"invocationCount": invocations}
+        # How often the run was retried (set by Engine.retry): what a retry runs again
+        # gets new ids for what leaves the run (events), so nothing downstream drops them.
+        self.redrives = int(stored.get("redriveCount") or 0)
+        if self.redrives:
+            carried["redriveCount"] = self.redrives
+        self.state = AgentState(self.engine.initial_state(run, carried))
         self._stored_state = json.dumps(run.state, default=str)
         self._buffer = _Buffer()
         self._lock = asyncio.Lock()
@@ -137,17 +144,18 @@ class Activation:
         self._buffer.ops[op.op_id] = op
 
     def note(self, type: HistoryEventType, op: OpRecord | None = None, **details: Any) -> None:
-        self._buffer.history.append(
-            HistoryEvent(
-                seq=0,
-                type=type,
-                timestamp=self.now(),
-                op_id=op.op_id if op else None,
-                parent_id=op.parent_id if op else None,
-                name=op.name if op else None,
-                details={k: v for k, v in details.items() if v is not None},
-            )
+        event = HistoryEvent(
+            seq=0,
+            type=type,
+            timestamp=self.now(),
+            op_id=op.op_id if op else None,
+            parent_id=op.parent_id if op else None,
+            name=op.name if op else None,
+            details={k: v for k, v in details.items() if v is not None},
         )
+        self._buffer.history.append(event)
+        if self.engine.has_activity_listeners:
+            self.engine.activity(self.run, event)
 
     def add_callback(self, callback: CallbackRecord) -> None:
         self.callbacks[callback.callback_id] = callback
@@ -234,7 +242,7 @@ class Activation:
             text = await self.codec.encode(result, what="the workflow's result")
             outcome = RunOutcome(RunStatus.SUCCEEDED, result=text)
             self.state.status = self.state.get("status") or AgentStatus.COMPLETED
-            self.note(HistoryEventType.EXECUTION_SUCCEEDED, result=_preview(text))
+            self.note(HistoryEventType.EXECUTION_SUCCEEDED, result=preview(text))
         except Suspend:
             outcome = None
         except Abort as abort:
@@ -330,7 +338,3 @@ class Activation:
         if result.cancel_requested:
             self.cancel_requested = True
         self.engine.committed(self.run, checkpoint)
-
-
-def _preview(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"

@@ -5,15 +5,19 @@ callbacks, cancel, publish events — over whichever store and artifact store it
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from cadenza._callbacks import check_payload
 from cadenza.clock import Clock, iso
+from cadenza.engine import _recovery
 from cadenza.engine.activation import Activation, ActivationResult
 from cadenza.errors import (
     CallbackAlreadyCompleted,
@@ -23,7 +27,7 @@ from cadenza.errors import (
     ErrorInfo,
     InvalidCallbackToken,
     InvalidInput,
-    PayloadTooLarge,
+    RunAlreadyExists,
     RunFailed,
     RunStateError,
     WorkflowNotFound,
@@ -53,6 +57,7 @@ MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 
 Listener = Callable[[RunRecord, Checkpoint], None]
 StreamListener = Callable[[str, str, str], None]
+ActivityListener = Callable[[RunRecord, HistoryEvent], None]
 
 
 class Engine:
@@ -78,6 +83,7 @@ class Engine:
         self.lease = lease
         self._listeners: list[Listener] = []
         self._stream_listeners: list[StreamListener] = []
+        self._activity_listeners: list[ActivityListener] = []
         self._wakeups: list[asyncio.Event] = []
 
     async def close(self) -> None:
@@ -95,6 +101,23 @@ class Engine:
         Streams never enter the journal, which records the final reply."""
         self._stream_listeners.append(listener)
         return lambda: self._stream_listeners.remove(listener)
+
+    def subscribe_activity(self, listener: ActivityListener) -> Callable[[], None]:
+        """Call ``listener(run, event)`` for each history event as an activation notes it,
+        before it is committed (a step starting, say): for live displays, not records."""
+        self._activity_listeners.append(listener)
+        return lambda: self._activity_listeners.remove(listener)
+
+    @property
+    def has_activity_listeners(self) -> bool:
+        return bool(self._activity_listeners)
+
+    def activity(self, run: RunRecord, event: HistoryEvent) -> None:
+        for listener in list(self._activity_listeners):
+            try:
+                listener(run, event)
+            except Exception:  # an observer must never break a run
+                log.exception("activity listener failed")
 
     @property
     def has_stream_listeners(self) -> bool:
@@ -137,20 +160,26 @@ class Engine:
 
     def initial_state(self, run: RunRecord, metadata: dict[str, Any]) -> dict[str, Any]:
         document = self.initial_document(run.run_id, run.created_at)
+        if run.origin is not None and run.origin.state:  # a fork given a document to start from
+            for key, value in run.origin.state.items():
+                if key == "metadata" and isinstance(value, dict):
+                    document["metadata"].update(value)
+                elif key != "agentId":
+                    document[key] = value
         document["metadata"].update(metadata)
         return document
 
-    async def encode_input(self, definition: WorkflowDefinition, value: Any) -> str:
+    async def encode_input(self, definition: WorkflowDefinition, value: Any, *, run_id: str) -> str:
+        """The stored text of ``run_id``'s input (a large one goes to its artifacts)."""
         if definition.takes_input:
             value = convert(
                 value, definition.input_type, what=f"input of workflow {definition.name!r}"
             )
         elif value is not None:
             raise InvalidInput(f"workflow {definition.name!r} takes no input")
-        text = await self.codec.encode(value, what="the input")
-        if len(text) > MAX_PAYLOAD_BYTES:
-            raise PayloadTooLarge(f"input is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
-        return text
+        return await self.codec.encode(
+            value, run_id=run_id, what="the input", limit=MAX_PAYLOAD_BYTES
+        )
 
     async def start(
         self,
@@ -164,9 +193,9 @@ class Engine:
         trace_id: str | None = None,
     ) -> RunRecord:
         """Create a run of ``workflow``; a worker (or ``drive``) executes it."""
-        encoded = await self.encode_input(workflow, input)
-        now = self.clock.now()
         run_id = run_id or f"r-{uuid.uuid4().hex[:12]}"
+        encoded = await self.encode_input(workflow, input, run_id=run_id)
+        now = self.clock.now()
         run = RunRecord(
             run_id=run_id,
             workflow=workflow.name,
@@ -189,8 +218,25 @@ class Engine:
             details={"workflow": workflow.name, "version": workflow.version},
         )
         created = await self.store.create_run(run, started)
+        if idempotency_key is not None and created != run:  # the key named an earlier run
+            await self._check_repeated_start(created, run)
         self.poke()
         return created
+
+    async def _check_repeated_start(self, existing: RunRecord, asked: RunRecord) -> None:
+        """An idempotency key that names a run answers a repeated request with that run,
+        and refuses a different request (another workflow or input) under the same key."""
+        values = []
+        for run in (existing, asked):
+            text = await self.codec.expand(run.input, run_id=run.run_id, what="the input")
+            values.append(json.loads(text))
+        if existing.workflow != asked.workflow or values[0] != values[1]:
+            raise RunAlreadyExists(
+                f"idempotency key {asked.idempotency_key!r} already started run"
+                f" {existing.run_id} ({existing.workflow}) with another input; see it with"
+                f" 'cadenza runs show {existing.run_id}', or use another key for a new run",
+                run_id=existing.run_id,
+            )
 
     # --- executing ----------------------------------------------------------------------
 
@@ -246,10 +292,26 @@ class Engine:
         """The result of an ended run; RunFailed if it failed."""
         run = await self.store.get_run(run_id)
         if run.status == RunStatus.SUCCEEDED:
-            return await self.codec.decode(run.result, tp)
+            return await self.codec.decode(run.result, tp, run_id=run_id, what="the result")
         if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
             raise RunFailed(run_id, run.error or ErrorInfo("Unknown", "no error recorded"))
         raise RunStateError(f"run {run_id} has not ended yet (it is {run.status})")
+
+    async def input_of(self, run: RunRecord, tp: Any = None) -> Any:
+        """The input ``run`` was started with (a claim-checked one fetched)."""
+        return await self.codec.decode(run.input, tp, run_id=run.run_id, what="the input")
+
+    async def readable(self, run: RunRecord) -> RunRecord:
+        """``run`` with its input and result as the JSON text of the values, claim-checked
+        ones fetched: for showing a run to a person, never for storing it back."""
+        codec = self.codec
+        return replace(
+            run,
+            input=await codec.expand(run.input, run_id=run.run_id, what="the input"),
+            result=None
+            if run.result is None
+            else await codec.expand(run.result, run_id=run.run_id, what="the result"),
+        )
 
     # --- callbacks ----------------------------------------------------------------------
 
@@ -286,10 +348,15 @@ class Engine:
         return callback
 
     async def succeed_callback(self, token: str, payload: Any = None) -> CallbackRecord:
+        """Complete a callback with ``payload``; InvalidInput (and the callback stays open)
+        when it does not fit the ``payload_type`` the workflow declared."""
         callback = await self.callback_for(token)
-        text = await self.codec.encode(payload, what="the callback payload")
-        if len(text) > MAX_PAYLOAD_BYTES:
-            raise PayloadTooLarge(f"payload is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+        check_payload(callback, payload)
+        # Encoded on behalf of the run the callback belongs to: a large payload is stored
+        # in that run's artifacts, where its replays look for it.
+        text = await self.codec.encode(
+            payload, run_id=callback.run_id, what="the callback payload", limit=MAX_PAYLOAD_BYTES
+        )
         return await self._complete(callback, CallbackStatus.SUCCEEDED, result=text)
 
     async def fail_callback(
@@ -321,6 +388,37 @@ class Engine:
             )
         self.poke()
         return callback
+
+    # --- recovery -----------------------------------------------------------------------
+
+    async def retry(
+        self, run_id: str, *, version: str | None = None, by: str | None = None
+    ) -> RunRecord:
+        """Put a FAILED or CANCELLED run back to work from the operation that failed.
+
+        Every recorded success is kept; the failed operation (and the enclosing contexts
+        that failed with it) run again, a step with a fresh attempt count. ``version`` lets
+        another registered version of the workflow take the run over: its code replays
+        the journal, and a NonDeterminismError fails the run again without losing
+        anything. RunStateError when the run has not ended or succeeded. The run is
+        PENDING afterwards: a worker, or :func:`cadenza.engine.worker.drive`, runs it.
+        ``by`` says who asked, in the run's history (default: this engine).
+        """
+        return await _recovery.retry(self, run_id, version, by or self.owner)
+
+    async def fork(
+        self,
+        run_id: str,
+        *,
+        from_op: str,
+        input: Any = _recovery.KEEP_INPUT,
+        state: dict[str, Any] | None = None,
+        version: str | None = None,
+    ) -> RunRecord:
+        """A new run that replays ``run_id``'s journal up to operation ``from_op`` and runs
+        live from there, with ``input`` (default: the same) and, when given, ``state`` as
+        the agent state document it starts from. See docs/recovering.md."""
+        return await _recovery.fork(self, run_id, from_op, input, state, version)
 
     # --- control ------------------------------------------------------------------------
 

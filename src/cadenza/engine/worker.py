@@ -10,6 +10,11 @@ whichever is first.
 Stopping is graceful: the worker stops claiming, lets in-flight activations finish for a
 grace period while it keeps their leases alive, then cancels the rest and hands their runs
 back, so another worker resumes them at once instead of after a lease expiry.
+
+When the store stops taking writes (a full disk, a database that is down), an activation
+whose checkpoint is refused ends without writing more; the worker stops renewing that run's
+lease, hands the run back as soon as the store lets it, and pauses its claims with a
+growing backoff until an activation gets through again. Nothing waits on the store forever.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from datetime import datetime, timedelta
 
 from cadenza.engine.activation import ActivationResult
 from cadenza.engine.engine import Engine
-from cadenza.errors import CadenzaError, StoreError
+from cadenza.errors import CadenzaError, LeaseLost, StoreError, StoreUnavailable
 from cadenza.events.relay import relay_outbox
 from cadenza.ports.run_store import RunRecord
 
@@ -40,6 +45,9 @@ class Worker:
         workflows: Sequence[tuple[str, str]] | None = None,
         poll_interval: float = 1.0,
         relay: bool = True,
+        trace_id: str | None = None,
+        run_id: str | None = None,
+        max_backoff: float = 30.0,
     ) -> None:
         self.engine = engine
         self.concurrency = concurrency
@@ -47,9 +55,21 @@ class Worker:
         self.workflows = list(workflows) if workflows is not None else None
         self.poll_interval = poll_interval
         self.relay = relay
+        # Claim only the runs of one trace (or one run): what ``drive`` executes.
+        self.trace_id = trace_id
+        self.run_id = run_id
+        self.max_backoff = max_backoff
         self.active: dict[str, asyncio.Task[ActivationResult]] = {}
         self._epochs: dict[str, int] = {}
         self.on_result: Callable[[ActivationResult], None] | None = None
+        # Called when the store refuses work because it is unavailable (full, down).
+        self.on_store_unavailable: Callable[[StoreUnavailable], None] | None = None
+        # Runs whose activation the store aborted, to hand back (run id -> lease epoch).
+        self._releases: dict[str, int] = {}
+        # Claims pause until this loop time after the store refused work; the pause doubles
+        # while it keeps refusing, and ends at the first activation that gets through.
+        self._backoff = 0.0
+        self._resume_at: float | None = None
         # When the last claim that had room ran (None: it had no room). Wake times up to
         # then were due at that claim and still not taken: other queues, capped ones.
         self._claimed_at: datetime | None = None
@@ -67,14 +87,18 @@ class Worker:
         try:
             while stop is None or not stop.is_set():
                 wakeup.clear()
+                await self._hand_back()
+                if self._resume_at is not None:
+                    await self._pause(stop)
+                    continue
                 try:
                     busy = await self.tick()
                 except StoreError as exc:
                     if not exc.retryable:
                         raise
-                    log.warning("store unavailable, retrying in %ss: %s", self.poll_interval, exc)
                     self._claimed_at = None
-                    busy = False
+                    self._store_refused(exc)
+                    continue
                 if busy:
                     await asyncio.sleep(0)
                     continue
@@ -85,6 +109,13 @@ class Worker:
             self.engine.drop_wakeup_event(wakeup)
             try:
                 await self._shutdown(grace)  # leases stay renewed while runs finish
+                await self._hand_back()
+                for run_id in self._releases:
+                    log.warning(
+                        "run %s: the store would not take it back; another worker resumes"
+                        " it once its lease runs out",
+                        run_id,
+                    )
             finally:
                 renewer.cancel()
 
@@ -104,6 +135,8 @@ class Worker:
                 limit=free,
                 workflows=self.workflows,
                 queues=self.queues,
+                run_id=self.run_id,
+                trace_id=self.trace_id,
             )
             for run in claimed:
                 self._launch(run)
@@ -117,16 +150,66 @@ class Worker:
 
     def _finished(self, run_id: str, task: asyncio.Task[ActivationResult]) -> None:
         self.active.pop(run_id, None)
-        self._epochs.pop(run_id, None)
+        epoch = self._epochs.pop(run_id, None)  # its lease is no longer renewed
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:
+        if isinstance(exc, StoreError) and exc.retryable:  # e.g. its journal would not load
+            result = ActivationResult(run_id, None, aborted=exc)
+        elif exc is not None:
             log.error("run %s: activation crashed", run_id, exc_info=exc)
             return
+        else:
+            result = task.result()
+        refused = result.aborted
+        if isinstance(refused, StoreError) and not isinstance(refused, LeaseLost):
+            # The activation wrote nothing more after the refused checkpoint; the run is
+            # ours only on paper. Hand it back rather than hold it through a lease.
+            if epoch is not None:
+                self._releases[run_id] = epoch
+            if refused.retryable:
+                self._store_refused(refused)
+        elif result.status is not None:
+            self._backoff = 0.0
         if self.on_result is not None:
-            self.on_result(task.result())
+            self.on_result(result)
         self.engine.poke()
+
+    def _store_refused(self, exc: StoreError) -> None:
+        self._backoff = min(max(self._backoff * 2, self.poll_interval), self.max_backoff)
+        self._resume_at = asyncio.get_running_loop().time() + self._backoff
+        log.warning("store refused work; claiming again in %.1fs: %s", self._backoff, exc)
+        if isinstance(exc, StoreUnavailable) and self.on_store_unavailable is not None:
+            self.on_store_unavailable(exc)
+
+    async def _pause(self, stop: asyncio.Event | None) -> None:
+        """Wait out the backoff (in real time: it waits for the world, not for runs)."""
+        assert self._resume_at is not None
+        delay = self._resume_at - asyncio.get_running_loop().time()
+        if delay > 0:
+            waiters: list[asyncio.Task[object]] = [asyncio.create_task(asyncio.sleep(delay))]
+            if stop is not None:
+                waiters.append(asyncio.create_task(stop.wait()))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        self._resume_at = None
+
+    async def _hand_back(self) -> None:
+        """Release the runs whose activation the store aborted, as soon as it lets us.
+        The release is fenced by the epoch: a run someone else took over is left alone."""
+        for run_id, epoch in list(self._releases.items()):
+            try:
+                await self.engine.store.release_lease(run_id, owner=self.engine.owner, epoch=epoch)
+            except StoreError as exc:
+                if exc.retryable:
+                    continue  # try again next round; meanwhile its lease runs out anyway
+                log.warning("run %s: not handed back: %s", run_id, exc)
+            else:
+                log.info("run %s: handed back after the store refused its checkpoint", run_id)
+            del self._releases[run_id]
 
     async def _idle(self, wakeup: asyncio.Event, stop: asyncio.Event | None) -> None:
         engine = self.engine
@@ -243,12 +326,33 @@ async def drive(
     linger: timedelta = timedelta(seconds=5),
     concurrency: int = 100,
 ) -> RunRecord:
-    """Execute runs in this process until ``run_id`` ends or waits on something that is
-    not due within ``linger`` (a callback, an event, a long timer). Returns the run."""
+    """Execute ``run_id`` and the runs it causes — the children it invokes, the runs that
+    rules start from its events, all of one trace — until each ends or waits on something
+    not due within ``linger`` (a callback, an event, a long timer). Returns the run.
 
-    async def settled() -> bool:
-        run = await engine.store.get_run(run_id)
+    Other runs in the store are left to workers: ``cadenza run`` drives what it started.
+    When the store stops taking writes (a full disk, a database that is down), raises
+    :class:`StoreUnavailable`; the runs keep their last checkpoint and a worker resumes
+    them once the store is back.
+    """
+    root = await engine.store.get_run(run_id)
+    stop = asyncio.Event()
+    refused: list[StoreUnavailable] = []
+    others: set[str] = set()  # runs of the trace executed here besides the root
+
+    def finished(result: ActivationResult) -> None:
+        if result.run_id != run_id:
+            others.add(result.run_id)
+
+    def unavailable(exc: StoreUnavailable) -> None:
+        refused.append(exc)
+        stop.set()
+
+    async def waits(some_run_id: str) -> bool:
+        """Whether a run has ended or waits past the linger; False while it may go on."""
+        run = await engine.store.get_run(some_run_id)
         if run.status.terminal:
+            others.discard(some_run_id)
             return True
         if run.status.value != "SUSPENDED":
             return False
@@ -256,6 +360,34 @@ async def drive(
             return True
         return run.wake_at - engine.clock.now() > linger
 
-    worker = Worker(engine, concurrency=concurrency, poll_interval=0.25)
-    await worker.run(until=settled)
+    async def settled() -> bool:
+        for some in (run_id, *sorted(others)):
+            if not await waits(some):
+                return False
+        return True
+
+    worker = Worker(
+        engine,
+        concurrency=concurrency,
+        poll_interval=0.25,
+        trace_id=root.trace_id,
+        run_id=None if root.trace_id else run_id,
+    )
+    worker.on_result = finished
+    worker.on_store_unavailable = unavailable
+    await worker.run(stop=stop, until=settled, grace=5.0)
+    if refused:
+        cause = refused[0]
+        when = "once the store is back"
+        try:
+            run = await engine.store.get_run(run_id)
+        except StoreError:
+            run = root
+        if run.lease_owner == engine.owner and run.lease_expires_at is not None:
+            # The store would not even take the run back: its lease has to run out first.
+            when += f" and the run's lease has run out (at {run.lease_expires_at:%H:%M:%S} UTC)"
+        raise type(cause)(
+            f"run {run_id} stopped at its last checkpoint, nothing lost: {cause}. Then"
+            f" 'cadenza worker' resumes it {when}"
+        ) from cause
     return await engine.store.get_run(run_id)

@@ -15,7 +15,13 @@ import logging
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from cadenza.errors import CadenzaError, ConfigurationError, WorkflowNotFound
+from cadenza.errors import (
+    CadenzaError,
+    ConfigurationError,
+    ErrorInfo,
+    StoreUnavailable,
+    WorkflowNotFound,
+)
 from cadenza.events.patterns import EventPattern, compile_pattern
 from cadenza.ports.run_store import CallbackResolution, CallbackStatus, Rule
 from cadenza.workflow import load, lookup
@@ -65,19 +71,32 @@ async def relay_outbox(engine: Engine, *, limit: int = 200) -> int:
             try:
                 if _pattern(rule.pattern).matches(event):
                     await _deliver(engine, rule, event)
+            except StoreUnavailable:
+                raise  # the batch stays undelivered and comes round again once it is back
             except CadenzaError as exc:
                 log.warning("rule %s: event %s not delivered: %s", rule.name, event.get("id"), exc)
         for waiter in waiters:
             if waiter.callback_id in taken or waiter.pattern is None:
                 continue
-            if not _pattern(waiter.pattern).matches(event):
-                continue
+            try:
+                if not _pattern(waiter.pattern).matches(event):
+                    continue
+                resolution = CallbackResolution(
+                    waiter.callback_id, CallbackStatus.SUCCEEDED, result=json.dumps(event)
+                )
+            except CadenzaError as exc:
+                # A pattern stored by an older cadenza that this one refuses: fail the wait
+                # (the run sees why) rather than stop delivering every other event.
+                resolution = CallbackResolution(
+                    waiter.callback_id,
+                    CallbackStatus.FAILED,
+                    error=ErrorInfo(type(exc).__name__, f"the event pattern is invalid: {exc}"),
+                )
             taken.add(waiter.callback_id)
-            resolution = CallbackResolution(
-                waiter.callback_id, CallbackStatus.SUCCEEDED, result=json.dumps(event)
-            )
             try:
                 await store.complete_callback(resolution, now=engine.clock.now())
+            except StoreUnavailable:
+                raise
             except CadenzaError as exc:  # the waiting run ended meanwhile
                 log.info("event %s: waiter %s gone: %s", event.get("id"), waiter.callback_id, exc)
     await store.mark_delivered([e.seq for e in entries], now=engine.clock.now())

@@ -28,6 +28,7 @@ from ._json import (
     output_tool_text,
     parse_json,
 )
+from ._redact import scrub, without_secrets
 from ._types import FinishReason, Message, ModelRequest, ModelResponse, StreamChunk, ToolCall, Usage
 
 __all__ = ["AnthropicModel"]
@@ -74,6 +75,7 @@ class AnthropicModel(Model):
         )
         self.default_max_tokens = default_max_tokens
         self._headers = {"x-api-key": key, "anthropic-version": API_VERSION}
+        self._secrets = (key,)
         self._owns_client = http_client is None
         self._client = http_client or httpx.AsyncClient(timeout=timeout)
 
@@ -115,16 +117,36 @@ class AnthropicModel(Model):
 
     def _check(self, status: int, body: str, headers: httpx.Headers) -> None:
         if status >= 400:
-            raise error_for_status(self.name, status, body, headers, key_env="ANTHROPIC_API_KEY")
+            raise error_for_status(
+                self.name, status, body, headers, key_env="ANTHROPIC_API_KEY", secrets=self._secrets
+            )
 
     async def request(self, req: ModelRequest) -> ModelResponse:
+        try:
+            response = await self._request(req)
+        except Exception as exc:  # errors are stored: no key may leave in one
+            scrub(exc, self._secrets)
+            raise
+        return without_secrets(response, self._secrets)
+
+    async def stream(self, req: ModelRequest) -> AsyncIterator[StreamChunk]:
+        try:
+            async for chunk in self._stream(req):
+                if chunk.response is not None:
+                    chunk = StreamChunk(chunk.delta, without_secrets(chunk.response, self._secrets))
+                yield chunk
+        except Exception as exc:
+            scrub(exc, self._secrets)
+            raise
+
+    async def _request(self, req: ModelRequest) -> ModelResponse:
         body, wrapped = self._body(req, stream=False)
         try:
             reply = await self._client.post(
                 f"{self.base_url}/v1/messages", json=body, headers=self._headers
             )
         except httpx.HTTPError as exc:
-            raise map_transport_error(self.name, exc) from exc
+            raise map_transport_error(self.name, exc, secrets=self._secrets) from exc
         self._check(reply.status_code, reply.text, reply.headers)
         data = parse_json(reply.text, f"the reply of {self.name}")
         if not isinstance(data, dict) or not isinstance(data.get("content"), list):
@@ -145,9 +167,8 @@ class AnthropicModel(Model):
                     text = [output_tool_text(block.get("input"), wrapped)]
                     finish = "stop"
                 else:
-                    calls.append(
-                        ToolCall(block["id"], block["name"], dict(block.get("input") or {}))
-                    )
+                    # ToolCall refuses input that is not an object: a reply the model is told of.
+                    calls.append(ToolCall(block["id"], block["name"], block.get("input", {})))
         return ModelResponse(
             text="".join(text),
             tool_calls=tuple(calls),
@@ -157,7 +178,7 @@ class AnthropicModel(Model):
             raw=data,
         )
 
-    async def stream(self, req: ModelRequest) -> AsyncIterator[StreamChunk]:
+    async def _stream(self, req: ModelRequest) -> AsyncIterator[StreamChunk]:
         body, wrapped = self._body(req, stream=True)
         blocks: dict[int, dict[str, Any]] = {}
         partial_json: dict[int, str] = {}
@@ -200,9 +221,10 @@ class AnthropicModel(Model):
                             str(error.get("message")),
                             httpx.Headers(),
                             key_env="ANTHROPIC_API_KEY",
+                            secrets=self._secrets,
                         )
         except httpx.HTTPError as exc:
-            raise map_transport_error(self.name, exc) from exc
+            raise map_transport_error(self.name, exc, secrets=self._secrets) from exc
         for index, text in partial_json.items():
             value = parse_json(text or "{}", f"the tool input streamed by {self.name}")
             blocks[index]["input"] = value

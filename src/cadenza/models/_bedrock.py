@@ -39,6 +39,7 @@ from ._json import (
     output_tool_text,
     parse_json,
 )
+from ._redact import scrub
 from ._threads import iterate_in_thread
 from ._types import FinishReason, Message, ModelRequest, ModelResponse, StreamChunk, ToolCall, Usage
 
@@ -116,7 +117,8 @@ class BedrockModel(Model):
         try:
             data = await asyncio.to_thread(lambda: self.client.converse(**params))
         except Exception as exc:
-            raise self._translate(exc) from exc
+            error = self._stored_error(exc)
+            raise error from error.__cause__  # None when the cause quotes a credential
         data.pop("ResponseMetadata", None)
         try:
             blocks = data["output"]["message"]["content"]
@@ -144,9 +146,8 @@ class BedrockModel(Model):
                     text = [output_tool_text(use.get("input"), wrapped)]
                     finish = "stop"
                 else:
-                    calls.append(
-                        ToolCall(use["toolUseId"], use["name"], dict(use.get("input") or {}))
-                    )
+                    # ToolCall refuses input that is not an object: a reply the model is told of.
+                    calls.append(ToolCall(use["toolUseId"], use["name"], use.get("input", {})))
         return ModelResponse(
             text="".join(text),
             tool_calls=tuple(calls),
@@ -188,7 +189,8 @@ class BedrockModel(Model):
                 elif "metadata" in event:
                     usage = event["metadata"].get("usage")
         except Exception as exc:
-            raise self._translate(exc) from exc
+            error = self._stored_error(exc)
+            raise error from error.__cause__  # None when the cause quotes a credential
         for index, text in tool_input.items():
             blocks[index]["toolUse"]["input"] = parse_json(
                 text or "{}", f"the tool input streamed by {self.name}"
@@ -198,6 +200,21 @@ class BedrockModel(Model):
         yield StreamChunk(response=self._response(ordered, stop_reason, usage, wrapped, raw))
 
     # --- errors --------------------------------------------------------------------------
+
+    def _stored_error(self, exc: Exception) -> BaseException:
+        """The error to raise for ``exc``: translated, and with no credential in its text
+        or in a cause a stored traceback would print (errors go to the journal)."""
+        error = self._translate(exc)
+        if error is not exc:
+            error.__cause__ = exc
+        return scrub(error, self._secrets())
+
+    def _secrets(self) -> tuple[str | None, ...]:
+        try:
+            frozen = self.client._request_signer._credentials.get_frozen_credentials()
+        except Exception:  # a stub client, or no credentials resolved yet
+            return ()
+        return (frozen.secret_key, frozen.token)
 
     def _translate(self, exc: Exception) -> Exception:
         if isinstance(exc, bexc.NoCredentialsError | bexc.PartialCredentialsError):

@@ -215,7 +215,7 @@ class LlamaCppModel(Model):
             call = ToolCall(
                 id=f"call_{uuid.uuid4().hex[:12]}",
                 name=str(reply["tool"]),
-                arguments=dict(reply.get("arguments") or {}),
+                arguments=reply.get("arguments", {}),  # ToolCall refuses a non-object
             )
             return ModelResponse("", (call,), usage, self.name, "tool_calls", raw)
         answer = reply.get("answer", "") if isinstance(reply, dict) else reply

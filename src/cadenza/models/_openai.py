@@ -22,6 +22,7 @@ except ImportError as exc:  # pragma: no cover - exercised by hiding httpx in th
 from ._base import Model
 from ._http import error_for_status, map_transport_error, sse
 from ._json import parse_json
+from ._redact import scrub, without_secrets
 from ._types import FinishReason, Message, ModelRequest, ModelResponse, StreamChunk, ToolCall, Usage
 
 __all__ = ["OpenAIModel"]
@@ -106,16 +107,41 @@ class OpenAIModel(Model):
     # --- calls ---------------------------------------------------------------------------
 
     async def request(self, req: ModelRequest) -> ModelResponse:
+        try:
+            response = await self._request(req)
+        except Exception as exc:  # errors are stored: no key may leave in one
+            scrub(exc, (self.api_key,))
+            raise
+        return without_secrets(response, (self.api_key,))
+
+    async def stream(self, req: ModelRequest) -> AsyncIterator[StreamChunk]:
+        try:
+            async for chunk in self._stream(req):
+                if chunk.response is not None:
+                    chunk = StreamChunk(
+                        chunk.delta, without_secrets(chunk.response, (self.api_key,))
+                    )
+                yield chunk
+        except Exception as exc:
+            scrub(exc, (self.api_key,))
+            raise
+
+    async def _request(self, req: ModelRequest) -> ModelResponse:
         url = f"{self.base_url}/chat/completions"
         try:
             reply = await self._client.post(
                 url, json=self._body(req, stream=False), headers=self._headers
             )
         except httpx.HTTPError as exc:
-            raise map_transport_error(self.name, exc) from exc
+            raise map_transport_error(self.name, exc, secrets=(self.api_key,)) from exc
         if reply.status_code >= 400:
             raise error_for_status(
-                self.name, reply.status_code, reply.text, reply.headers, key_env="OPENAI_API_KEY"
+                self.name,
+                reply.status_code,
+                reply.text,
+                reply.headers,
+                key_env="OPENAI_API_KEY",
+                secrets=(self.api_key,),
             )
         data = parse_json(reply.text, f"the reply of {self.name}")
         try:
@@ -142,7 +168,7 @@ class OpenAIModel(Model):
             raw=data,
         )
 
-    async def stream(self, req: ModelRequest) -> AsyncIterator[StreamChunk]:
+    async def _stream(self, req: ModelRequest) -> AsyncIterator[StreamChunk]:
         url = f"{self.base_url}/chat/completions"
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}
@@ -155,7 +181,12 @@ class OpenAIModel(Model):
                 if reply.status_code >= 400:
                     body = (await reply.aread()).decode(errors="replace")
                     raise error_for_status(
-                        self.name, reply.status_code, body, reply.headers, key_env="OPENAI_API_KEY"
+                        self.name,
+                        reply.status_code,
+                        body,
+                        reply.headers,
+                        key_env="OPENAI_API_KEY",
+                        secrets=(self.api_key,),
                     )
                 async for event in sse(reply):
                     if event.data.strip() == "[DONE]":
@@ -179,7 +210,7 @@ class OpenAIModel(Model):
                         if choice.get("finish_reason"):
                             finish = _FINISH.get(choice["finish_reason"], "unknown")
         except httpx.HTTPError as exc:
-            raise map_transport_error(self.name, exc) from exc
+            raise map_transport_error(self.name, exc, secrets=(self.api_key,)) from exc
         tool_calls = tuple(
             ToolCall(
                 id=slot["id"] or f"call_{i}",

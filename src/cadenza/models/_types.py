@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
+from ..errors import ModelResponseError
+
 __all__ = [
     "FinishReason",
     "Message",
@@ -39,12 +41,24 @@ class ToolCall:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Arguments come from a model: anything but an object (a string, null, a number, a
+        # list of pairs) is a reply that cannot be used, whichever adapter passed it on.
+        if isinstance(self.arguments, Mapping) and all(isinstance(k, str) for k in self.arguments):
+            object.__setattr__(self, "arguments", dict(self.arguments))
+            return
+        got = "null" if self.arguments is None else type(self.arguments).__name__
+        raise ModelResponseError(
+            f"the tool call {str(self.name)[:100]!r} came with arguments that are not a JSON"
+            f" object (got {got}); a tool call's arguments are an object of named parameters"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "arguments": self.arguments}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ToolCall:
-        return cls(id=str(data["id"]), name=str(data["name"]), arguments=dict(data["arguments"]))
+        return cls(id=str(data["id"]), name=str(data["name"]), arguments=data.get("arguments", {}))
 
 
 @dataclass(frozen=True)

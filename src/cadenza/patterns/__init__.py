@@ -44,6 +44,7 @@ from cadenza.patterns.approval import (
     ApprovalDecision,
     ApprovalGate,
     ApprovalOutcome,
+    ReviewAnswer,
     ReviewComment,
 )
 from cadenza.patterns.chaining import (
@@ -156,6 +157,7 @@ __all__ = [
     "RecoveryProblem",
     "Refine",
     "Refinement",
+    "ReviewAnswer",
     "ReviewComment",
     "Round",
     "Routed",

@@ -24,13 +24,15 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from cadenza.context import Context
 from cadenza.errors import CallbackFailed, CallbackTimedOut, WorkflowDefinitionError
 from cadenza.patterns._notify import Notification, NotifierLike, as_notifier, send_notification
 from cadenza.retry import RetryPolicy
 from cadenza.state import AgentStatus
 
-__all__ = ["ApprovalDecision", "ApprovalGate", "ApprovalOutcome", "ReviewComment"]
+__all__ = ["ApprovalDecision", "ApprovalGate", "ApprovalOutcome", "ReviewAnswer", "ReviewComment"]
 
 Reviser = Callable[[Context, Any, str], Awaitable[Any]]
 
@@ -59,6 +61,19 @@ class ReviewComment:
     comment: str = ""
     reviewer: str | None = None
     escalated: bool = False
+
+
+class ReviewAnswer(BaseModel):
+    """What a reviewer sends back: the payload type of every approval callback, so that a
+    payload that is not a JSON object (or none at all) is refused before it completes the
+    callback. Other fields are kept (an escalation's ``result``, say)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    decision: str | None = Field(default=None, description="approve, reject or request_changes")
+    approved: bool | None = None  # the short form of a decision
+    comment: str | None = None
+    by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,7 +189,9 @@ class ApprovalGate:
         op_name = f"{label}:escalation{round_no}" if escalated else f"{label}:round{round_no}"
 
         async def exchange(child: Context) -> dict[str, Any] | None:
-            callback = await child.create_callback(name=op_name, timeout=timeout)
+            callback = await child.create_callback(
+                name=op_name, timeout=timeout, payload_type=ReviewAnswer
+            )
             payload = json.dumps({"decision": "approve", "comment": "looks good"})
             notification = Notification(
                 kind=kind,
@@ -197,6 +214,9 @@ class ApprovalGate:
                 return None
             except CallbackFailed as exc:  # failing an approval callback is saying no
                 return {"decision": "reject", "comment": exc.message, "failed": exc.error_type}
+            if isinstance(result, ReviewAnswer):
+                answer: dict[str, Any] = result.model_dump(exclude_unset=True)
+                return answer
             return result if isinstance(result, dict) else {"decision": result}
 
         answer: dict[str, Any] | None = await ctx.run_in_child_context(exchange, name=op_name)

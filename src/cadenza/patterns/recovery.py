@@ -27,17 +27,26 @@ import inspect
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from cadenza.context import Context
-from cadenza.errors import OperationFailed, StepFailed, WorkflowDefinitionError
+from cadenza.errors import (
+    OperationFailed,
+    RunNotFound,
+    RunStateError,
+    StepFailed,
+    WorkflowDefinitionError,
+)
 from cadenza.events.relay import validate_rule
+from cadenza.history import HistoryEventType
+from cadenza.operations import WaitDecision, poll_until
 from cadenza.patterns._classify import ErrorClass, RecoveryConfig, classify_error
 from cadenza.patterns._notify import NotifierLike
 from cadenza.patterns.approval import ApprovalGate, ApprovalOutcome
 from cadenza.patterns.choreography import CORRELATION_KEY, correlation_id
 from cadenza.patterns.saga import COMPENSATION_RETRY, Saga, SagaOutcome
-from cadenza.ports.run_store import Rule
+from cadenza.ports.run_store import Rule, RunStatus
 from cadenza.retry import NO_RETRY, RetryPolicy
 from cadenza.workflow import WorkflowDefinition, workflow
 
@@ -319,13 +328,85 @@ async def _request_retry(
 ) -> dict[str, Any]:
     request = {**detail, "recovery_attempt": attempt + 1, "recovery_run_id": ctx.run_id}
     if config.retry_workflow is None:
+        retried = await _retry_failed_run(ctx, detail.get("run_id"), config)
+        request.update(retried)
         event_id = await ctx.emit("RecoveryRetryRequested", request, source="cadenza.recovery")
-        return {"action": "retry", "event_id": event_id}
+        return {"action": "retry", "event_id": event_id, **retried}
     try:
         result = await ctx.invoke(config.retry_workflow, request, name="retry")
     except OperationFailed as exc:
         return {"action": "retry", "retried": False, "error": f"{exc.error_type}: {exc.message}"}
     return {"action": "retry", "retried": True, "result": result}
+
+
+async def _retry_failed_run(ctx: Context, run_id: Any, config: RecoveryConfig) -> dict[str, Any]:
+    """Retry the run that raised the error, once it has really ended.
+
+    The agent that publishes an ``AgentError`` usually fails its run right after, and a
+    run may only be retried once it has ended: wait for that durably, then retry it in a
+    step. Retrying is idempotent: a run that is no longer FAILED or CANCELLED (it
+    succeeded after all, or someone retried it already) is left alone.
+    """
+    if not isinstance(run_id, str) or not run_id:
+        return {"retried": False, "reason": "the error names no run"}
+    engine = ctx.engine
+
+    async def run_status(state: dict[str, Any]) -> dict[str, Any]:
+        try:
+            run = await engine.store.get_run(run_id)
+        except RunNotFound:
+            return {"status": "NOT_FOUND"}
+        return {"status": str(run.status)}
+
+    def ended(state: dict[str, Any]) -> bool:
+        return state.get("status") in _ENDED
+
+    final = await ctx.wait_for_condition(
+        run_status,
+        {"status": None},
+        wait_strategy=_until_ended(ended),
+        name="await-failed-run",
+    )
+    if final.get("status") not in ("FAILED", "CANCELLED"):
+        return {"retried": False, "run_status": final.get("status")}
+
+    async def retry_run() -> dict[str, Any]:
+        run = await engine.store.get_run(run_id)
+        if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            return {"retried": False, "run_status": str(run.status)}
+        history = await engine.store.history(run_id)
+        redrives = sum(1 for e in history if e.type == HistoryEventType.EXECUTION_REDRIVEN)
+        if redrives >= config.max_retries:
+            return {
+                "retried": False,
+                "run_status": str(run.status),
+                "reason": f"run {run_id} was retried {redrives} times already",
+            }
+        try:
+            again = await engine.retry(run_id, by=f"recovery run {ctx.run_id}")
+        except RunStateError as exc:  # someone else retried it meanwhile
+            return {"retried": False, "run_status": str(run.status), "reason": str(exc)}
+        return {"retried": True, "run_status": str(again.status)}
+
+    result: dict[str, Any] = await ctx.step(retry_run, name="retry-failed-run")
+    return result
+
+
+_ENDED = ("SUCCEEDED", "FAILED", "CANCELLED", "NOT_FOUND")
+
+
+def _until_ended(done: Any) -> Any:
+    """Check at once, then back off from 1 s to 5 min; stop waiting after about a day."""
+    strategy = poll_until(
+        done, every=timedelta(seconds=1), backoff_rate=2.0, max_interval=timedelta(minutes=5)
+    )
+
+    def decide(state: Any, attempt: int) -> WaitDecision:
+        if attempt >= 300:  # a run that has not ended after a day is not ours to retry
+            return WaitDecision.stop()
+        return strategy(state, attempt)
+
+    return decide
 
 
 @workflow(name="cadenza.recovery")

@@ -18,6 +18,15 @@ the results it depends on. When a subtask fails the planner re-plans the remaini
 knowing what is done and what failed, at most ``max_replans`` times; then
 :class:`~cadenza.errors.PatternError`. Finally the planner (or ``synthesizer``) writes the
 answer from the results. The plan and each subtask's status live in ``ctx.state.plan``.
+
+A planner too small to plan reliably can be given a ``fallback_plan``: when its reply does
+not fit the plan schema, or its plan is rejected, the supervisor carries out the fixed plan
+instead (skipping the subtasks already done) rather than asking again, and says so:
+``SupervisorResult.fallbacks`` and the ``fallbacks`` of the pattern's record in the state
+document list the plans that were the fixed one.
+
+``budget`` covers the whole team: the planner, the synthesizer and every role agent (and
+whatever they start) spend from it.
 """
 
 from __future__ import annotations
@@ -28,10 +37,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cadenza.agents import Agent, Budget, call_model, generate
+from cadenza.agents import Agent, Budget, budget_scope, call_model, generate
 from cadenza.batch import ItemStatus
 from cadenza.context import Context
-from cadenza.errors import PatternError, WorkflowDefinitionError
+from cadenza.errors import PatternError, StructuredOutputError, WorkflowDefinitionError
 from cadenza.models import Message, Model, ModelRequest
 from cadenza.patterns._prompting import check_responder, jsonable, record
 from cadenza.state import AgentStatus
@@ -85,6 +94,7 @@ class SupervisorResult:
     results: tuple[SubtaskResult, ...]  # every subtask run, in order, failed ones included
     replans: int
     rejected: tuple[str, ...]  # why plans were sent back
+    fallbacks: tuple[int, ...] = ()  # the plans (1 = the first) that were the fallback_plan
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,7 @@ class Supervisor:
     instructions: str = _PLANNER_SYSTEM
     track_state: bool = True  # keep goal, plan and status in ctx.state
     budget: Budget | None = None
+    fallback_plan: Sequence[Subtask] = ()  # carried out when the planner's plan is unusable
 
     def __post_init__(self) -> None:
         where = f"Supervisor {self.name!r}"
@@ -118,40 +129,65 @@ class Supervisor:
             )
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise WorkflowDefinitionError(f"{where}: max_concurrency must be at least 1")
+        if self.fallback_plan:
+            problems = self.problems(tuple(self.fallback_plan), {})
+            if problems:
+                raise WorkflowDefinitionError(f"{where}: fallback_plan: {'; '.join(problems)}")
 
     async def run(self, ctx: Context, goal: str) -> SupervisorResult:
         """Plan, delegate, re-plan on failure, and synthesise the answer to ``goal``."""
+        with budget_scope(self.budget):  # the role agents spend from it too
+            return await self._run(ctx, goal)
+
+    async def _run(self, ctx: Context, goal: str) -> SupervisorResult:
         done: dict[str, SubtaskResult] = {}
         results: list[SubtaskResult] = []
         plans: list[tuple[Subtask, ...]] = []
         rejected: list[str] = []
+        fallbacks: list[int] = []
         feedback: str | None = None
         if self.track_state:
             ctx.state.goal = goal
         for number in range(1, self.max_replans + 2):
             self._status(ctx, AgentStatus.PLANNING)
-            plan = await self._plan(ctx, goal, done, feedback, number)
+            try:
+                plan = await self._plan(ctx, goal, done, feedback, number)
+                problems = self.problems(plan, done)
+            except StructuredOutputError as exc:
+                if not self.fallback_plan:
+                    raise
+                plan, problems = (), [f"the planner's reply did not fit the plan: {exc}"]
+            if problems and self.fallback_plan:
+                rejected.append("; ".join(problems))
+                plan, problems = tuple(self.fallback_plan), []
+                fallbacks.append(number)
             plans.append(plan)
-            problems = self.problems(plan, done)
             if problems:
                 feedback = "Your last plan could not be used:\n- " + "\n- ".join(problems)
                 rejected.append("; ".join(problems))
-                self._record(ctx, plans, results, rejected, "replanning")
+                self._record(ctx, plans, results, rejected, "replanning", fallbacks)
                 continue
             self._status(ctx, AgentStatus.PLANNING_COMPLETE)
-            failed = await self._execute(ctx, goal, plan, done, results, number, plans, rejected)
+            failed = await self._execute(
+                ctx, goal, plan, done, results, number, plans, rejected, fallbacks
+            )
             if not failed:
                 answer = await self._synthesize(ctx, goal, done, plan)
                 self._status(ctx, AgentStatus.COMPLETED)
-                self._record(ctx, plans, results, rejected, "completed")
+                self._record(ctx, plans, results, rejected, "completed", fallbacks)
                 return SupervisorResult(
-                    answer, tuple(plans), tuple(results), len(plans) - 1, tuple(rejected)
+                    answer,
+                    tuple(plans),
+                    tuple(results),
+                    len(plans) - 1,
+                    tuple(rejected),
+                    tuple(fallbacks),
                 )
             feedback = "These subtasks failed:\n" + "\n".join(
                 f"- {f.id} ({f.role}): {f.error}" for f in failed
             )
         self._status(ctx, AgentStatus.FAILED)
-        self._record(ctx, plans, results, rejected, "failed")
+        self._record(ctx, plans, results, rejected, "failed", fallbacks)
         raise PatternError(
             f"supervisor {self.name!r} could not reach the goal in {len(plans)} plans;"
             f" last problem: {(feedback or '').splitlines()[-1].lstrip('- ')}",
@@ -160,6 +196,7 @@ class Supervisor:
                 "plans": [[jsonable(s) for s in p] for p in plans],
                 "results": [jsonable(r) for r in results],
                 "rejected": rejected,
+                "fallbacks": fallbacks,
             },
         )
 
@@ -227,6 +264,7 @@ class Supervisor:
         number: int,
         plans: list[tuple[Subtask, ...]],
         rejected: list[str],
+        fallbacks: list[int],
     ) -> list[SubtaskResult]:
         """Run the plan in waves of ready subtasks; the failures of the first failing wave."""
         pending = [s for s in plan if s.id not in done]
@@ -272,7 +310,7 @@ class Supervisor:
                 ctx,
                 AgentStatus.TOOL_EXECUTION_FAILED if failed else AgentStatus.TOOL_EXECUTION_SUCCESS,
             )
-            self._record(ctx, plans, results, rejected, "running")
+            self._record(ctx, plans, results, rejected, "running", fallbacks)
             if failed:
                 return failed
         return []
@@ -342,6 +380,7 @@ class Supervisor:
         results: Sequence[SubtaskResult],
         rejected: Sequence[str],
         status: str,
+        fallbacks: Sequence[int] = (),
     ) -> None:
         record(
             ctx,
@@ -351,6 +390,7 @@ class Supervisor:
                 "status": status,
                 "plans": len(plans),
                 "rejected": list(rejected),
+                "fallbacks": list(fallbacks),
                 "subtasks": [
                     {
                         "id": r.id,

@@ -1,6 +1,6 @@
 """The small async ports the engine depends on; adapters live in ``cadenza.adapters``."""
 
-from cadenza.ports.artifact_store import ArtifactStore, content_key
+from cadenza.ports.artifact_store import ArtifactStore, RunArtifacts, content_key, run_scope
 from cadenza.ports.run_store import (
     CallbackKind,
     CallbackRecord,
@@ -26,9 +26,11 @@ __all__ = [
     "CommitResult",
     "OutboxEntry",
     "Rule",
+    "RunArtifacts",
     "RunOutcome",
     "RunRecord",
     "RunStatus",
     "RunStore",
     "content_key",
+    "run_scope",
 ]

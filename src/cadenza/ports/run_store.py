@@ -52,6 +52,26 @@ class CallbackStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class RunOrigin:
+    """Where a forked run comes from: the run whose journal it copied, the operation from
+    which it ran live, and the agent state document it started from, when one was given."""
+
+    run_id: str
+    op_id: str
+    state: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"run_id": self.run_id, "op_id": self.op_id}
+        if self.state is not None:
+            data["state"] = self.state
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunOrigin:
+        return cls(str(data["run_id"]), str(data["op_id"]), data.get("state"))
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     run_id: str
     workflow: str
@@ -75,6 +95,7 @@ class RunRecord:
     state: dict[str, Any] = field(default_factory=dict)
     trace_id: str | None = None
     idempotency_key: str | None = None
+    origin: RunOrigin | None = None  # set on a fork
 
     def evolve(self, **changes: Any) -> RunRecord:
         return replace(self, **changes)
@@ -92,6 +113,8 @@ class CallbackRecord:
     heartbeat_timeout_s: float | None = None
     heartbeat_at: datetime | None = None
     pattern: dict[str, Any] | None = None  # for EVENT callbacks
+    # JSON Schema the payload must satisfy, so that any process can validate it
+    payload_schema: dict[str, Any] | None = None
     result: str | None = None
     error: ErrorInfo | None = None
     completed_at: datetime | None = None
@@ -149,6 +172,30 @@ class Checkpoint:
     @property
     def releases(self) -> bool:
         return self.outcome is not None or self.suspend
+
+
+@dataclass(frozen=True, slots=True)
+class Redrive:
+    """Put one ended run back to work (``redrive_runs``), as the engine decided.
+
+    The run must still be FAILED or CANCELLED at ``expected_epoch``, so that a redrive
+    planned from a journal that has changed since is refused rather than applied.
+    ``drop`` deletes journal records (failed outcomes), ``reset`` rewrites records (an
+    invocation waiting again for its redriven child), ``reopen`` sets callbacks back to
+    PENDING. The run becomes PENDING with no result, error, lease or cancel request, and
+    ``event`` is appended to its history. ``version`` and ``module`` move it to another
+    version of its workflow; ``state`` replaces its state document.
+    """
+
+    run_id: str
+    expected_epoch: int
+    event: HistoryEvent
+    drop: list[str] = field(default_factory=list)
+    reset: list[OpRecord] = field(default_factory=list)
+    reopen: list[str] = field(default_factory=list)
+    version: str | None = None
+    module: str | None = None
+    state: dict[str, Any] | None = None  # replaces the state document when given
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +284,8 @@ class RunStore(ABC):
     async def create_run(self, run: RunRecord, started: HistoryEvent) -> RunRecord:
         """Insert a new run with its ExecutionStarted event.
 
-        When ``run.idempotency_key`` names an existing run, return that run instead.
+        When ``run.idempotency_key`` names an existing run, return that run instead. A run
+        id that is taken is refused with :class:`RunAlreadyExists`.
         """
 
     @abstractmethod
@@ -266,10 +314,13 @@ class RunStore(ABC):
         workflows: Sequence[tuple[str, str]] | None = None,
         queues: Sequence[str] | None = None,
         run_id: str | None = None,
+        trace_id: str | None = None,
     ) -> list[RunRecord]:
         """Lease up to ``limit`` runnable runs: PENDING, SUSPENDED and due, or RUNNING with
         an expired lease. Each claim increments ``lease_epoch`` and clears pending wake-ups.
-        ``workflows`` limits claims to the (name, version) pairs this worker can execute.
+        ``workflows`` limits claims to the (name, version) pairs this worker can execute;
+        ``run_id`` to one run; ``trace_id`` to the runs of one trace (a run, the children
+        it invokes and the runs that rules start from its events).
 
         Higher ``priority`` first, then oldest first, and returned in that order. A queue's
         :class:`QueueConfig` holds across every claimer: a claim never takes a queue past
@@ -309,6 +360,21 @@ class RunStore(ABC):
     async def request_cancel(self, run_id: str, *, now: datetime) -> RunRecord:
         """Mark a run cancelled: at once when no worker holds it, else at its next
         checkpoint. Cancels its open child runs too. RunStateError when already ended."""
+
+    @abstractmethod
+    async def redrive_runs(self, redrives: Sequence[Redrive], *, now: datetime) -> list[RunRecord]:
+        """Apply every :class:`Redrive` in one transaction and return the runs, now PENDING.
+
+        RunStateError (and nothing written) when one of the runs is no longer ended at the
+        epoch its redrive was planned against; RunNotFound when one does not exist.
+        """
+
+    @abstractmethod
+    async def fork_run(
+        self, run: RunRecord, events: Sequence[HistoryEvent], journal: Sequence[OpRecord]
+    ) -> RunRecord:
+        """Insert a new run together with its first history events and the journal records
+        it starts from, atomically."""
 
     # --- queues -------------------------------------------------------------------------
 

@@ -48,7 +48,15 @@ class CallbackTokens:
     def verify(self, token: str, *, now: datetime) -> TokenClaims:
         """The claims of a genuine, unexpired token; InvalidCallbackToken or
         CallbackTokenExpired otherwise."""
-        parts = token.strip().split(".")
+        token = token.strip()
+        if not token.isascii() or not token.isprintable():
+            # No token has such characters, and they cannot be compared in constant time.
+            raise InvalidCallbackToken(
+                "this is not a cadenza callback token: it contains characters no token has"
+                " (non-ASCII or control characters); copy the whole token printed by"
+                " 'cadenza run' or 'cadenza runs show'"
+            )
+        parts = token.split(".")
         if len(parts) != 3 or parts[0] != _PREFIX:
             raise InvalidCallbackToken(
                 "this is not a cadenza callback token (expected cdz1.<claims>.<signature>);"
@@ -68,7 +76,7 @@ class CallbackTokens:
                 op_id=str(claims["o"]),
                 expires_at=datetime.fromtimestamp(int(claims["e"]), UTC),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError, OSError) as exc:
             raise InvalidCallbackToken(f"callback token claims are malformed: {exc}") from exc
         if now >= parsed.expires_at:
             raise CallbackTokenExpired(

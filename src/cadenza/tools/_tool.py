@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import PydanticSerializationError, to_json
 
 from ..errors import ToolArgumentsInvalid
 from ..models._json import schema_errors
@@ -74,7 +75,7 @@ class Tool:
     def _validate_with_schema(self, arguments: dict[str, Any]) -> dict[str, Any]:
         errors = schema_errors(arguments, self.parameters)
         if errors:
-            raise ToolArgumentsInvalid(self.name, errors)
+            raise ToolArgumentsInvalid(self.name, _clipped(errors))
         return arguments
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,8 +191,15 @@ def _from_function(
     names = [p.name for p in params]
 
     def validate(arguments: dict[str, Any]) -> dict[str, Any]:
+        # Strict, and as JSON: the model was shown a JSON Schema, and only what that
+        # schema accepts is accepted ("5" is not an integer, true is not 1, "1e3" is not a
+        # number), while JSON forms such as ISO dates and enum values still parse.
         try:
-            model = args_model.model_validate(arguments)
+            text = to_json(arguments)
+        except PydanticSerializationError as exc:
+            raise ToolArgumentsInvalid(tool_name, [f"arguments: not JSON data ({exc})"]) from None
+        try:
+            model = args_model.model_validate_json(text, strict=True)
         except ValidationError as exc:
             raise ToolArgumentsInvalid(tool_name, _pydantic_errors(exc)) from None
         return {n: getattr(model, n) for n in names}
@@ -223,17 +231,38 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+#: An argument quoted in an error is clipped to this many characters, and the errors to
+#: ``MAX_ERRORS``: the message goes back to the model and into the journal.
+QUOTE_LIMIT = 200
+MAX_ERRORS = 10
+
+
+def clip(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and a marker saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text)} characters in all]"
+
+
+def _clipped(errors: list[str]) -> list[str]:
+    out = [clip(e, 2 * QUOTE_LIMIT) for e in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        out.append(f"… and {len(errors) - MAX_ERRORS} more problems")
+    return out
+
+
 def _pydantic_errors(exc: ValidationError) -> list[str]:
     out = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+    for err in exc.errors(include_url=False):
+        where = clip(".".join(str(p) for p in err["loc"]) or "arguments", QUOTE_LIMIT)
         if err["type"] == "missing":
             out.append(f"{where}: this parameter is required")
         elif err["type"] == "extra_forbidden":
             out.append(f"{where}: there is no such parameter")
         else:
-            out.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
-    return out
+            quoted = clip(repr(err.get("input")), QUOTE_LIMIT)
+            out.append(f"{where}: {err['msg']} (got {quoted})")
+    return _clipped(out)
 
 
 def tool_result_text(value: Any) -> str:

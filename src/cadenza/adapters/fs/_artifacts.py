@@ -1,7 +1,10 @@
 """FolderArtifactStore: content-addressed files under one folder (``file:///path``).
 
-Files are written to a temporary name and renamed into place, so a reader never sees half
-an artifact and a crash mid-write leaves nothing behind but a temporary file.
+A key ``runs/<run id>/sha256-<hex>`` is the file of that relative path; every segment is
+checked before it touches the file system, so no key reaches outside the folder. Files are
+written to a temporary name and renamed into place, so a reader never sees half an
+artifact and a crash mid-write leaves nothing behind but a temporary file. Errors name the
+key, never the folder: they are recorded in run errors that every operator can read.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from cadenza.errors import InvalidInput, NotFound
-from cadenza.ports.artifact_store import ArtifactStore, content_key
+from cadenza.errors import NotFound, StoreError
+from cadenza.ports.artifact_store import ArtifactStore, content_key, split_key
 
 
 class FolderArtifactStore(ArtifactStore):
@@ -21,16 +24,19 @@ class FolderArtifactStore(ArtifactStore):
         self.url = f"file://{self.root.resolve()}"
 
     def _path(self, key: str) -> Path:
-        algorithm, _, digest = key.partition(":")
-        if algorithm != "sha256" or len(digest) != 64 or not digest.isalnum():
-            raise InvalidInput(f"{key!r} is not an artifact key (expected sha256:<64 hex>)")
-        return self.root / digest[:2] / digest[2:]
+        segments, digest = split_key(key)
+        return self.root.joinpath(*segments, digest)
 
-    async def put(self, data: bytes, *, content_type: str = "application/json") -> str:
-        key = content_key(data)
+    async def put(self, scope: str, data: bytes, *, content_type: str = "application/json") -> str:
+        key = content_key(scope, data)
         path = self._path(key)
-        if not path.exists():
-            await asyncio.to_thread(_write_atomically, path, data)
+        try:
+            if not path.exists():
+                await asyncio.to_thread(_write_atomically, path, data)
+        except OSError as exc:
+            raise StoreError(
+                f"artifact {key} could not be written: {exc.strerror or type(exc).__name__}"
+            ) from None
         return key
 
     async def get(self, key: str) -> bytes:
@@ -38,10 +44,14 @@ class FolderArtifactStore(ArtifactStore):
         try:
             return await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
-            raise NotFound(f"artifact {key} is not in {self.root}") from None
+            raise NotFound(f"artifact {key} is not in the artifact store") from None
+        except OSError as exc:
+            raise StoreError(
+                f"artifact {key} could not be read: {exc.strerror or type(exc).__name__}"
+            ) from None
 
     async def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        return self._path(key).is_file()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -32,8 +32,9 @@ def filters(
     workflows: Sequence[tuple[str, str]] | None,
     queues: Sequence[str] | None,
     run_id: str | None = None,
+    trace_id: str | None = None,
 ) -> bool:
-    """Add the workflow, queue and run filters; False when they can match nothing."""
+    """Add the workflow, queue, run and trace filters; False when they can match nothing."""
     if workflows is not None:
         if not workflows:
             return False
@@ -51,6 +52,9 @@ def filters(
     if run_id is not None:
         where.append("run_id = %(run_id)s")
         params["run_id"] = run_id
+    if trace_id is not None:
+        where.append("trace_id = %(trace_id)s")
+        params["trace_id"] = trace_id
     return True
 
 

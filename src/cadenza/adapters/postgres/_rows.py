@@ -24,6 +24,7 @@ from cadenza.ports.run_store import (
     OutboxEntry,
     QueueConfig,
     Rule,
+    RunOrigin,
     RunRecord,
     RunStatus,
 )
@@ -33,11 +34,11 @@ Row = dict[str, Any]
 RUN_COLUMNS = (
     "run_id, workflow, version, module, status, input, result, error, parent_run_id,"
     " parent_op_id, queue, priority, wake_at, lease_owner, lease_epoch, lease_expires_at,"
-    " cancel_requested, state, trace_id, idempotency_key, created_at, updated_at"
+    " cancel_requested, state, trace_id, idempotency_key, created_at, updated_at, origin"
 )
 CALLBACK_COLUMNS = (
     "callback_id, run_id, op_id, kind, status, created_at, expires_at, heartbeat_timeout_s,"
-    " heartbeat_at, pattern, result, error, completed_at"
+    " heartbeat_at, pattern, result, error, completed_at, payload_schema"
 )
 OP_COLUMNS = (
     "op_id, parent_id, type, name, status, attempt, result, error, started_at, ended_at, data"
@@ -93,6 +94,7 @@ def run_params(run: RunRecord) -> tuple[Any, ...]:
         run.idempotency_key,
         run.created_at,
         run.updated_at,
+        jsonb(run.origin.to_dict()) if run.origin is not None else None,
     )
 
 
@@ -120,6 +122,7 @@ def run_from_row(r: Row) -> RunRecord:
         idempotency_key=r["idempotency_key"],
         created_at=_utc(r["created_at"]),
         updated_at=_utc(r["updated_at"]),
+        origin=RunOrigin.from_dict(r["origin"]) if r["origin"] else None,
     )
 
 
@@ -195,6 +198,7 @@ def callback_params(cb: CallbackRecord) -> tuple[Any, ...]:
         cb.result,
         error_jsonb(cb.error),
         cb.completed_at,
+        jsonb(cb.payload_schema),
     )
 
 
@@ -213,6 +217,7 @@ def callback_from_row(r: Row) -> CallbackRecord:
         result=r["result"],
         error=_error(r["error"]),
         completed_at=utc(r["completed_at"]),
+        payload_schema=r["payload_schema"],
     )
 
 

@@ -121,6 +121,11 @@ MIGRATIONS: list[list[str]] = [
             refilled_at timestamptz
         )""",
     ],
+    # 2: forks remember their origin; callbacks the JSON Schema of their payload
+    [
+        "ALTER TABLE {schema}.runs ADD COLUMN origin jsonb",
+        "ALTER TABLE {schema}.callbacks ADD COLUMN payload_schema jsonb",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -52,9 +52,12 @@ from cadenza.errors import (
     CallbackNotFound,
     ConfigurationError,
     LeaseLost,
+    RunAlreadyExists,
     RunNotFound,
     RunStateError,
     StoreError,
+    StoreFull,
+    StoreUnavailable,
 )
 from cadenza.history import HistoryEvent
 from cadenza.journal import OpRecord
@@ -65,6 +68,7 @@ from cadenza.ports.run_store import (
     CommitResult,
     OutboxEntry,
     QueueConfig,
+    Redrive,
     Rule,
     RunRecord,
     RunStatus,
@@ -157,7 +161,7 @@ class PostgresRunStore(RunStore):
                 await pool.open(wait=True, timeout=30.0)
             except psycopg.Error as exc:
                 await pool.close()
-                raise StoreError(
+                raise StoreUnavailable(
                     f"cannot open connections to PostgreSQL ({_brief(exc)}); is the server"
                     f" running and accepting connections? ({self.url})"
                 ) from exc
@@ -192,7 +196,7 @@ class PostgresRunStore(RunStore):
                 self.conninfo, autocommit=True, row_factory=dict_row
             )
         except psycopg.OperationalError as exc:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"cannot connect to PostgreSQL ({_brief(exc)}); is the server running, and"
                 f" is the store URL right? ({self.url})"
             ) from exc
@@ -251,17 +255,22 @@ class PostgresRunStore(RunStore):
         s = self.schema
         async with self._connection() as conn:
             # One statement: the run, its first history event, and word to idle workers.
-            cur = await conn.execute(
-                f"WITH created AS (INSERT INTO {s}.runs ({RUN_COLUMNS})"
-                f" VALUES ({', '.join(['%s'] * 22)})"
-                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING run_id),"
-                f" started AS (INSERT INTO {s}.history (run_id, type, ts, op_id, parent_id,"
-                " name, details) SELECT run_id, %s, %s, %s, %s, %s, %s FROM created),"
-                " woken AS (SELECT pg_notify(%s, '') FROM created)"
-                " SELECT (SELECT count(*) FROM created) AS created,"
-                " (SELECT count(*) FROM woken) AS woken",
-                (*run_params(run), *history_params(run.run_id, started)[1:], self.channel),
-            )
+            try:
+                cur = await conn.execute(
+                    f"WITH created AS (INSERT INTO {s}.runs ({RUN_COLUMNS})"
+                    f" VALUES ({', '.join(['%s'] * len(RUN_COLUMNS.split(',')))})"
+                    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING run_id),"
+                    f" started AS (INSERT INTO {s}.history (run_id, type, ts, op_id,"
+                    " parent_id, name, details) SELECT run_id, %s, %s, %s, %s, %s, %s"
+                    " FROM created), woken AS (SELECT pg_notify(%s, '') FROM created)"
+                    " SELECT (SELECT count(*) FROM created) AS created,"
+                    " (SELECT count(*) FROM woken) AS woken",
+                    (*run_params(run), *history_params(run.run_id, started)[1:], self.channel),
+                )
+            except errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != "runs_pkey":
+                    raise
+                raise RunAlreadyExists.id_taken(run.run_id) from exc
             row = await cur.fetchone()
             if row is not None and row["created"]:
                 return run
@@ -318,12 +327,13 @@ class PostgresRunStore(RunStore):
         workflows: Sequence[tuple[str, str]] | None = None,
         queues: Sequence[str] | None = None,
         run_id: str | None = None,
+        trace_id: str | None = None,
     ) -> list[RunRecord]:
         if limit <= 0:
             return []
         params: dict[str, Any] = {"now": now, "owner": owner, "until": lease_until, "limit": limit}
         where = [_claims.RUNNABLE]
-        if not _claims.filters(where, params, workflows, queues, run_id):
+        if not _claims.filters(where, params, workflows, queues, run_id, trace_id):
             return []
         limited = await self._limited_queues()
         if queues is not None:
@@ -419,6 +429,31 @@ class PostgresRunStore(RunStore):
             return run_from_row(row)
 
         return await self._transaction(cancel)
+
+    async def redrive_runs(self, redrives: Sequence[Redrive], *, now: datetime) -> list[RunRecord]:
+        s = self.schema
+
+        async def redrive(conn: Conn) -> list[RunRecord]:
+            runs = [await _writes.redrive(conn, s, rd, now) for rd in redrives]
+            await _writes.notify(conn, self.channel)
+            return runs
+
+        return await self._transaction(redrive)
+
+    async def fork_run(
+        self, run: RunRecord, events: Sequence[HistoryEvent], journal: Sequence[OpRecord]
+    ) -> RunRecord:
+        s = self.schema
+
+        async def fork(conn: Conn) -> RunRecord:
+            await _writes.insert_run(conn, s, run)
+            await _writes.insert_history(conn, s, run.run_id, events)
+            if journal:
+                await _writes.upsert_ops(conn, s, run.run_id, journal)
+            await _writes.notify(conn, self.channel)
+            return run
+
+        return await self._transaction(fork)
 
     # --- queues -------------------------------------------------------------------------
 
@@ -622,8 +657,13 @@ def _translate(exc: psycopg.Error) -> StoreError:
             f"PostgreSQL has no cadenza tables here ({_brief(exc)}); run 'cadenza db upgrade'",
             retryable=False,
         )
+    if isinstance(exc, errors.DiskFull):
+        return StoreFull(
+            f"the disk of the PostgreSQL server is full ({_brief(exc)}): nothing of this write"
+            " was stored. Free space there; workers resume by themselves once there is room"
+        )
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return StoreError(f"PostgreSQL is unavailable: {_brief(exc)}", retryable=True)
+        return StoreUnavailable(f"PostgreSQL is unavailable: {_brief(exc)}")
     return StoreError(f"PostgreSQL error: {_brief(exc)}")
 
 

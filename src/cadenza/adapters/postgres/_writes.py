@@ -25,10 +25,12 @@ from psycopg.rows import DictRow
 
 from cadenza.adapters.postgres._notify import OUTBOX
 from cadenza.adapters.postgres._rows import (
+    OP_COLUMNS,
     RUN_COLUMNS,
     error_jsonb,
     history_params,
     jsonb,
+    op_params,
     run_from_row,
     run_params,
 )
@@ -41,11 +43,13 @@ from cadenza.errors import (
     RunStateError,
 )
 from cadenza.history import HistoryEvent, HistoryEventType
+from cadenza.journal import OpRecord
 from cadenza.ports.run_store import (
     CallbackResolution,
     CallbackStatus,
     Checkpoint,
     CommitResult,
+    Redrive,
     RunRecord,
     RunStatus,
 )
@@ -191,6 +195,7 @@ async def apply_checkpoint(
                     "result": cb.result,
                     "error": cb.error.to_dict() if cb.error is not None else None,
                     "completed_at": _iso(cb.completed_at),
+                    "payload_schema": cb.payload_schema,
                 }
                 for cb in cp.callbacks
             ]
@@ -198,15 +203,15 @@ async def apply_checkpoint(
         ctes.append(
             f"new_callbacks AS (INSERT INTO {s}.callbacks (callback_id, run_id, op_id, kind,"
             " status, created_at, expires_at, heartbeat_timeout_s, heartbeat_at, pattern,"
-            " result, error, completed_at)"
+            " result, error, completed_at, payload_schema)"
             " SELECT c.callback_id, c.run_id, c.op_id, c.kind, c.status, c.created_at,"
             " c.expires_at, c.heartbeat_timeout_s, c.heartbeat_at, c.pattern, c.result,"
-            " c.error, c.completed_at"
+            " c.error, c.completed_at, c.payload_schema"
             " FROM jsonb_to_recordset(%(callbacks)s::jsonb) AS c(callback_id text,"
             " run_id text, op_id text, kind text, status text, created_at timestamptz,"
             " expires_at timestamptz, heartbeat_timeout_s double precision,"
             " heartbeat_at timestamptz, pattern jsonb, result text, error jsonb,"
-            " completed_at timestamptz)"
+            " completed_at timestamptz, payload_schema jsonb)"
             " WHERE EXISTS (SELECT 1 FROM fence))"
         )
     if cp.events:
@@ -413,9 +418,66 @@ async def cancel_tree(
         await cancel_tree(conn, s, run_from_row(row), now, channel=channel)
 
 
+async def redrive(conn: Conn, schema: str, rd: Redrive, now: datetime) -> RunRecord:
+    """Put one ended run back to work (see ``RunStore.redrive_runs``)."""
+    s = schema
+    cur = await conn.execute(
+        f"SELECT status, lease_epoch FROM {s}.runs WHERE run_id = %s FOR UPDATE", (rd.run_id,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise RunNotFound(rd.run_id)
+    if row["status"] not in ("FAILED", "CANCELLED") or row["lease_epoch"] != rd.expected_epoch:
+        raise RunStateError(
+            f"run {rd.run_id} changed since the retry was planned (it is {row['status']} now);"
+            f" see 'cadenza runs show {rd.run_id}'"
+        )
+    async with conn.cursor() as c:
+        if rd.drop:
+            await c.executemany(
+                f"DELETE FROM {s}.ops WHERE run_id = %s AND op_id = %s",
+                [(rd.run_id, op_id) for op_id in rd.drop],
+            )
+        if rd.reset:
+            await upsert_ops(conn, s, rd.run_id, rd.reset)
+        if rd.reopen:
+            await c.executemany(
+                f"UPDATE {s}.callbacks SET status = 'PENDING', result = NULL, error = NULL,"
+                " completed_at = NULL WHERE callback_id = %s AND run_id = %s",
+                [(cb, rd.run_id) for cb in rd.reopen],
+            )
+    cur = await conn.execute(
+        f"UPDATE {s}.runs SET status = 'PENDING', result = NULL, error = NULL, wake_at = NULL,"
+        " lease_owner = NULL, lease_expires_at = NULL, lease_epoch = lease_epoch + 1,"
+        " cancel_requested = false, wake_requested = false, updated_at = %s,"
+        " version = coalesce(%s, version), module = coalesce(%s, module),"
+        f" state = coalesce(%s, state) WHERE run_id = %s RETURNING {RUN_COLUMNS}",
+        (now, rd.version, rd.module, jsonb(rd.state), rd.run_id),
+    )
+    updated = await cur.fetchone()
+    assert updated is not None
+    await insert_history(conn, s, rd.run_id, [rd.event])
+    return run_from_row(updated)
+
+
+async def upsert_ops(conn: Conn, schema: str, run_id: str, ops: Sequence[OpRecord]) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            f"INSERT INTO {schema}.ops ({_OP_COLUMNS}) VALUES"
+            " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (run_id, op_id) DO UPDATE SET status = excluded.status,"
+            " attempt = excluded.attempt, result = excluded.result, error = excluded.error,"
+            " started_at = excluded.started_at, ended_at = excluded.ended_at,"
+            " data = excluded.data",
+            [op_params(run_id, op) for op in ops],
+        )
+
+
+_OP_COLUMNS = "run_id, " + OP_COLUMNS
+
 _INSERT_RUN = (
     "INSERT INTO {s}.runs (" + RUN_COLUMNS + ") VALUES"
-    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " (" + ", ".join(["%s"] * len(RUN_COLUMNS.split(","))) + ")"
 )
 
 

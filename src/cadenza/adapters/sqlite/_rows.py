@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from cadenza.ports.run_store import (
     CallbackRecord,
     CallbackStatus,
     OutboxEntry,
+    RunOrigin,
     RunRecord,
     RunStatus,
 )
@@ -64,6 +66,7 @@ def _run_from_row(r: sqlite3.Row) -> RunRecord:
         idempotency_key=r["idempotency_key"],
         created_at=_req_dt(r["created_at"]),
         updated_at=_req_dt(r["updated_at"]),
+        origin=RunOrigin.from_dict(json.loads(r["origin"])) if r["origin"] else None,
     )
 
 
@@ -98,6 +101,7 @@ def _callback_row(cb: CallbackRecord) -> tuple[Any, ...]:
         cb.result,
         _error_json(cb.error),
         _ts(cb.completed_at),
+        json.dumps(cb.payload_schema) if cb.payload_schema is not None else None,
     )
 
 
@@ -116,6 +120,7 @@ def _callback_from_row(r: sqlite3.Row) -> CallbackRecord:
         result=r["result"],
         error=_error(r["error"]),
         completed_at=_dt(r["completed_at"]),
+        payload_schema=json.loads(r["payload_schema"]) if r["payload_schema"] else None,
     )
 
 
@@ -126,3 +131,36 @@ def _outbox_from_row(r: sqlite3.Row) -> OutboxEntry:
         published_at=_req_dt(r["published_at"]),
         delivered_at=_dt(r["delivered_at"]),
     )
+
+
+def upsert_ops(conn: sqlite3.Connection, run_id: str, ops: Sequence[OpRecord]) -> None:
+    """Insert or update journal records (a checkpoint's, a fork's, a retry's)."""
+    rows = [
+        (
+            run_id,
+            op.op_id,
+            op.parent_id,
+            str(op.type),
+            op.name,
+            str(op.status),
+            op.attempt,
+            op.result,
+            _error_json(op.error),
+            _ts(op.started_at),
+            _ts(op.ended_at),
+            json.dumps(op.data) if op.data else None,
+        )
+        for op in ops
+    ]
+    sql = (
+        "INSERT INTO ops (run_id, op_id, parent_id, type, name, status, attempt, result,"
+        " error, started_at, ended_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (run_id, op_id) DO UPDATE SET status = excluded.status,"
+        " attempt = excluded.attempt, result = excluded.result, error = excluded.error,"
+        " started_at = excluded.started_at, ended_at = excluded.ended_at,"
+        " data = excluded.data"
+    )
+    if len(rows) == 1:
+        conn.execute(sql, rows[0])
+    else:
+        conn.executemany(sql, rows)

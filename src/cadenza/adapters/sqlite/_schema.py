@@ -105,4 +105,9 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX runs_queue_leases ON runs (queue, status, lease_expires_at)",
     ],
+    # 3: forks remember their origin; callbacks the JSON Schema of their payload
+    [
+        "ALTER TABLE runs ADD COLUMN origin TEXT",
+        "ALTER TABLE callbacks ADD COLUMN payload_schema TEXT",
+    ],
 ]

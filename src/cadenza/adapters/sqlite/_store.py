@@ -27,6 +27,7 @@ from cadenza.adapters.sqlite._rows import (
     _req_dt,
     _run_from_row,
     _ts,
+    upsert_ops,
 )
 from cadenza.adapters.sqlite._schema import MIGRATIONS
 from cadenza.adapters.sqlite._writer import SqliteWriter
@@ -36,6 +37,7 @@ from cadenza.errors import (
     ConfigurationError,
     ErrorInfo,
     LeaseLost,
+    RunAlreadyExists,
     RunNotFound,
     RunStateError,
 )
@@ -49,6 +51,7 @@ from cadenza.ports.run_store import (
     CommitResult,
     OutboxEntry,
     QueueConfig,
+    Redrive,
     Rule,
     RunRecord,
     RunStatus,
@@ -64,11 +67,11 @@ _RUNNABLE = (
 _RUN_COLUMNS = (
     "run_id, workflow, version, module, status, input, result, error, parent_run_id,"
     " parent_op_id, queue, priority, wake_at, lease_owner, lease_epoch, lease_expires_at,"
-    " cancel_requested, state, trace_id, idempotency_key, created_at, updated_at"
+    " cancel_requested, state, trace_id, idempotency_key, created_at, updated_at, origin"
 )
 _CALLBACK_COLUMNS = (
     "callback_id, run_id, op_id, kind, status, created_at, expires_at, heartbeat_timeout_s,"
-    " heartbeat_at, pattern, result, error, completed_at"
+    " heartbeat_at, pattern, result, error, completed_at, payload_schema"
 )
 
 
@@ -83,7 +86,7 @@ class SqliteRunStore(RunStore):
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self.url = f"sqlite:///{self.path}"
-        self._writer = SqliteWriter(self._connect)
+        self._writer = SqliteWriter(self._connect, self.path)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteRunStore:
@@ -132,7 +135,12 @@ class SqliteRunStore(RunStore):
                 ).fetchone()
                 if row is not None:
                     return _run_from_row(row)
-            _insert_run(conn, run)
+            try:
+                _insert_run(conn, run)
+            except sqlite3.IntegrityError as exc:
+                if "runs.run_id" not in str(exc):
+                    raise
+                raise RunAlreadyExists.id_taken(run.run_id) from exc
             _insert_history(conn, run.run_id, [started])
             return run
 
@@ -185,6 +193,7 @@ class SqliteRunStore(RunStore):
         workflows: Sequence[tuple[str, str]] | None = None,
         queues: Sequence[str] | None = None,
         run_id: str | None = None,
+        trace_id: str | None = None,
     ) -> list[RunRecord]:
         params: dict[str, Any] = {
             "now": _ts(now),
@@ -198,6 +207,9 @@ class SqliteRunStore(RunStore):
         if run_id is not None:
             where.append("run_id = :run_id")
             params["run_id"] = run_id
+        if trace_id is not None:
+            where.append("trace_id = :trace_id")
+            params["trace_id"] = trace_id
         probe = "SELECT 1 FROM runs WHERE " + " AND ".join(where) + " LIMIT 1"
         probe_params = {k: v for k, v in params.items() if k not in ("owner", "until", "limit")}
         # An idle poll must not cost a write transaction (and an fsync): look first.
@@ -269,6 +281,21 @@ class SqliteRunStore(RunStore):
             )
 
         return await self._write(cancel)
+
+    async def redrive_runs(self, redrives: Sequence[Redrive], *, now: datetime) -> list[RunRecord]:
+        return await self._write(lambda conn: [_redrive(conn, r, now) for r in redrives])
+
+    async def fork_run(
+        self, run: RunRecord, events: Sequence[HistoryEvent], journal: Sequence[OpRecord]
+    ) -> RunRecord:
+        def fork(conn: sqlite3.Connection) -> RunRecord:
+            _insert_run(conn, run)
+            _insert_history(conn, run.run_id, list(events))
+            if journal:
+                upsert_ops(conn, run.run_id, journal)
+            return run
+
+        return await self._write(fork)
 
     # --- queues -------------------------------------------------------------------------
 
@@ -485,40 +512,12 @@ def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
                 f"run {cp.run_id}: callback {resolution.callback_id} was completed meanwhile"
             )
     if cp.ops:
-        rows = [
-            (
-                cp.run_id,
-                op.op_id,
-                op.parent_id,
-                str(op.type),
-                op.name,
-                str(op.status),
-                op.attempt,
-                op.result,
-                _error_json(op.error),
-                _ts(op.started_at),
-                _ts(op.ended_at),
-                json.dumps(op.data) if op.data else None,
-            )
-            for op in cp.ops
-        ]
-        sql = (
-            "INSERT INTO ops (run_id, op_id, parent_id, type, name, status, attempt, result,"
-            " error, started_at, ended_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (run_id, op_id) DO UPDATE SET status = excluded.status,"
-            " attempt = excluded.attempt, result = excluded.result, error = excluded.error,"
-            " started_at = excluded.started_at, ended_at = excluded.ended_at,"
-            " data = excluded.data"
-        )
-        if len(rows) == 1:
-            conn.execute(sql, rows[0])
-        else:
-            conn.executemany(sql, rows)
+        upsert_ops(conn, cp.run_id, cp.ops)
     _insert_history(conn, cp.run_id, cp.history)
     if cp.callbacks:
         conn.executemany(
             f"INSERT INTO callbacks ({_CALLBACK_COLUMNS}) VALUES"
-            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [_callback_row(cb) for cb in cp.callbacks],
         )
     for child in cp.children:
@@ -685,10 +684,53 @@ def _cancel_tree(conn: sqlite3.Connection, run: RunRecord, now: datetime) -> Non
         _cancel_tree(conn, _run_from_row(row), now)
 
 
+def _redrive(conn: sqlite3.Connection, rd: Redrive, now: datetime) -> RunRecord:
+    row = conn.execute(
+        "SELECT status, lease_epoch FROM runs WHERE run_id = ?", (rd.run_id,)
+    ).fetchone()
+    if row is None:
+        raise RunNotFound(rd.run_id)
+    if row["status"] not in ("FAILED", "CANCELLED") or row["lease_epoch"] != rd.expected_epoch:
+        raise RunStateError(
+            f"run {rd.run_id} changed since the retry was planned (it is {row['status']} now);"
+            f" see 'cadenza runs show {rd.run_id}'"
+        )
+    if rd.drop:
+        conn.executemany(
+            "DELETE FROM ops WHERE run_id = ? AND op_id = ?", [(rd.run_id, o) for o in rd.drop]
+        )
+    if rd.reset:
+        upsert_ops(conn, rd.run_id, rd.reset)
+    if rd.reopen:
+        conn.executemany(
+            "UPDATE callbacks SET status = 'PENDING', result = NULL, error = NULL,"
+            " completed_at = NULL WHERE callback_id = ? AND run_id = ?",
+            [(cb, rd.run_id) for cb in rd.reopen],
+        )
+    conn.execute(
+        "UPDATE runs SET status = 'PENDING', result = NULL, error = NULL, wake_at = NULL,"
+        " lease_owner = NULL, lease_expires_at = NULL, lease_epoch = lease_epoch + 1,"
+        " cancel_requested = 0, wake_requested = 0, updated_at = ?,"
+        " version = COALESCE(?, version), module = COALESCE(?, module),"
+        " state = COALESCE(?, state) WHERE run_id = ?",
+        (
+            _ts(now),
+            rd.version,
+            rd.module,
+            json.dumps(rd.state) if rd.state is not None else None,
+            rd.run_id,
+        ),
+    )
+    _insert_history(conn, rd.run_id, [rd.event])
+    return _run_from_row(
+        conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (rd.run_id,)).fetchone()
+    )
+
+
 def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
     conn.execute(
         f"INSERT INTO runs ({_RUN_COLUMNS}, wake_requested) VALUES"
-        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
         (
             run.run_id,
             run.workflow,
@@ -712,6 +754,7 @@ def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
             run.idempotency_key,
             _ts(run.created_at),
             _ts(run.updated_at),
+            json.dumps(run.origin.to_dict()) if run.origin is not None else None,
         ),
     )
 

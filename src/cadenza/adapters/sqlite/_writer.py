@@ -8,6 +8,12 @@ commit). The writes run in one transaction, each inside its own SAVEPOINT so tha
 rejected checkpoint fails alone; callers' futures are resolved only after COMMIT, so
 nobody learns of a checkpoint before it is durable.
 
+Every job's caller hears back, whatever happens. Some errors — a full disk, an I/O error
+— make SQLite roll the whole transaction back by itself: then every job of that
+transaction fails with the error, not only the one that hit it, and the remaining jobs go
+on in a fresh transaction. If the connection's state cannot be known any more, it is
+closed and the next drain opens a new one.
+
 The jobs run on the event loop's own thread. Handing them to a writer thread would cost a
 thread wake-up and a loop wake-up per commit — more than the work itself for a small
 checkpoint — and SQLite serialises writers anyway. sqlite3 releases the GIL while it
@@ -20,9 +26,10 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
-from cadenza.errors import StoreError
+from cadenza.errors import StoreError, StoreFull, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -30,21 +37,28 @@ Job = tuple[Callable[[sqlite3.Connection], Any], bool, asyncio.Future[Any]]
 
 
 class SqliteWriter:
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], path: Path) -> None:
         self._connect = connect
+        self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._open = False
         self._pending: list[Job] = []
         self._scheduled = False
         # One connection, used by one drain at a time even if several loops share a store.
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        self._open = True
         if self._conn is None:
-            self._conn = self._connect()
+            try:
+                self._conn = self._connect()
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from exc
 
     def stop(self) -> None:
         if self._pending:
             self._drain()
+        self._open = False
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -63,74 +77,189 @@ class SqliteWriter:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        if self._conn is None:
-            failure = StoreError("the SQLite store is closed; open it before use")
-            _settle([(job, False, failure) for job in batch])
-            return
         with self._lock:
-            _process(self._conn, batch)
-
-
-def _process(conn: sqlite3.Connection, batch: list[Job]) -> None:
-    settled: list[tuple[Job, bool, Any]] = []  # held back until their transaction commits
-    in_txn = False
-    # A savepoint isolates one job's failure; a batch of one needs none.
-    isolate = sum(1 for _, write, _ in batch if write) > 1
-
-    def commit() -> None:
-        nonlocal in_txn
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            failure = StoreError(f"SQLite commit failed: {exc}")
-            settled[:] = [(job, False, failure) for job, _, _ in settled]
-        in_txn = False
-        _settle(settled)
-        settled.clear()
-
-    for job in batch:
-        fn, write, _ = job
-        if not write:
-            if in_txn:
-                commit()
             try:
-                _settle([(job, True, fn(conn))])
-            except BaseException as exc:
-                _settle([(job, False, _translate(exc))])
-            continue
-        if not in_txn:
+                conn = self._connection()
+            except StoreError as failure:
+                _settle([(job, False, failure) for job in batch])
+                return
+            drain = _Drain(conn, self.path, batch)
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                drain.run()
+            except BaseException as exc:  # never leave a caller waiting
+                drain.fail_all(translate(exc, self.path))
+                if not _rolled_back(conn):
+                    self._reset()
+                if not isinstance(exc, Exception):
+                    raise
+
+    def _connection(self) -> sqlite3.Connection:
+        if not self._open:
+            raise StoreError("the SQLite store is closed; open it before use")
+        if self._conn is None:  # the last one was dropped after an error it could not undo
+            try:
+                self._conn = self._connect()
             except sqlite3.Error as exc:
-                _settle([(job, False, StoreError(f"SQLite is busy: {exc}", retryable=True))])
+                raise translate(exc, self.path) from exc
+        return self._conn
+
+    def _reset(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass  # closing a connection in an unknown state: nothing more to save
+
+
+class _Drain:
+    """One batch of jobs: writes grouped into transactions, reads in between."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, batch: list[Job]) -> None:
+        self.conn = conn
+        self.path = path
+        self.batch = batch
+        self.done = 0  # jobs taken from the batch so far
+        self.held: list[tuple[Job, bool, Any]] = []  # settled once their transaction commits
+        # A savepoint isolates one job's failure; a batch of one write needs none.
+        self.isolate = sum(1 for _, write, _ in batch if write) > 1
+
+    def run(self) -> None:
+        conn = self.conn
+        while self.done < len(self.batch):
+            job = self.batch[self.done]
+            self.done += 1
+            fn, write, _ = job
+            if not write:
+                if conn.in_transaction:
+                    self.commit()
+                try:
+                    _settle([(job, True, fn(conn))])
+                except BaseException as exc:
+                    _settle([(job, False, translate(exc, self.path))])
                 continue
-            in_txn = True
-        if isolate:
-            conn.execute("SAVEPOINT checkpoint")
-        try:
-            value = fn(conn)
-        except BaseException as exc:
-            if isolate:
-                conn.execute("ROLLBACK TO checkpoint")
+            if not conn.in_transaction:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    _settle([(job, False, translate(exc, self.path))])
+                    continue
+            if self.isolate:
+                conn.execute("SAVEPOINT checkpoint")
+            try:
+                value = fn(conn)
+            except BaseException as exc:
+                self.undo(job, exc)
+                continue
+            if self.isolate:
                 conn.execute("RELEASE checkpoint")
-                settled.append((job, False, _translate(exc)))
-            else:  # the only write of the batch: undo the whole transaction
-                conn.execute("ROLLBACK")
-                in_txn = False
-                _settle([(job, False, _translate(exc))])
-            continue
-        if isolate:
+            self.held.append((job, True, value))
+        if conn.in_transaction:
+            self.commit()
+
+    def undo(self, job: Job, exc: BaseException) -> None:
+        """Take back what ``job`` wrote, and only that if SQLite let the rest stand."""
+        failure = translate(exc, self.path)
+        conn = self.conn
+        if conn.in_transaction and self.isolate:
+            conn.execute("ROLLBACK TO checkpoint")
             conn.execute("RELEASE checkpoint")
-        settled.append((job, True, value))
-    if in_txn:
-        commit()
+            _settle([(job, False, failure)])
+            return
+        if conn.in_transaction:  # the only write of the batch: undo the whole transaction
+            conn.execute("ROLLBACK")
+        else:
+            # SQLite rolled the whole transaction back itself (a full disk, an I/O error):
+            # the jobs held for its commit are gone with it and must hear so.
+            self.fail_held(failure)
+        _settle([(job, False, failure)])
+
+    def commit(self) -> None:
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self.fail_held(translate(exc, self.path))
+            return
+        held, self.held = self.held, []
+        _settle(held)
+
+    def fail_held(self, failure: BaseException) -> None:
+        held, self.held = self.held, []
+        _settle([(job, False, failure) for job, _, _ in held])
+
+    def fail_all(self, failure: BaseException) -> None:
+        """Fail every job whose caller has not heard back (the drain itself broke)."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the caller drops the connection: its transaction dies with it
+        self.held = []
+        self.done = len(self.batch)
+        _settle([(job, False, failure) for job in self.batch])  # skips the settled ones
 
 
-def _translate(exc: BaseException) -> BaseException:
-    if isinstance(exc, sqlite3.Error):
-        return StoreError(f"SQLite error: {exc}")
-    return exc
+def translate(exc: BaseException, path: Path) -> BaseException:
+    """A SQLite error as the store error the engine understands, most specific first.
+
+    Anything else (a cadenza error a job raised on purpose) passes through unchanged.
+    """
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    code = _code(exc)
+    brief = " ".join(str(exc).split()) or type(exc).__name__
+    error: StoreError
+    if code == sqlite3.SQLITE_FULL:
+        error = StoreFull(
+            f"the disk holding {path} is full: nothing of this write was stored. Free space"
+            " there; workers resume by themselves once there is room"
+        )
+    elif isinstance(exc, sqlite3.IntegrityError):
+        error = StoreError(f"SQLite refused the write: {brief}", retryable=False)
+    elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        error = StoreError(
+            f"the SQLite store {path} is locked by another process ({brief}); try again",
+            retryable=True,
+        )
+    elif code == sqlite3.SQLITE_READONLY:
+        error = StoreError(
+            f"the SQLite store {path} is read-only ({brief}); give this process write"
+            " access to the file and its folder",
+            retryable=False,
+        )
+    elif code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        error = StoreError(
+            f"the SQLite store {path} is damaged or not a cadenza database ({brief});"
+            " restore it from a backup",
+            retryable=False,
+        )
+    elif code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL):
+        error = StoreUnavailable(
+            f"the SQLite store {path} cannot be read or written ({brief}): nothing of this"
+            " write was stored. Check the disk and the file's permissions; workers resume by"
+            " themselves once it works again"
+        )
+    elif isinstance(exc, sqlite3.DataError):
+        error = StoreError(f"SQLite cannot store this value: {brief}", retryable=False)
+    else:
+        error = StoreError(f"SQLite error: {brief}")
+    error.__cause__ = exc
+    return error
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    """The primary result code (SQLITE_FULL, …) of an error, without its extended bits."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _rolled_back(conn: sqlite3.Connection) -> bool:
+    try:
+        return not conn.in_transaction
+    except sqlite3.Error:
+        return False
 
 
 def _settle(results: list[tuple[Job, bool, Any]]) -> None:

@@ -1,20 +1,23 @@
 """Trip booking as a saga: reserve a flight and a hotel, ask a human to approve, and
 undo the reservations (in reverse order) if the answer is no or never comes.
 
-    cadenza run examples.trip_booking:book_trip --input '{"traveller": "Ada", "city": "Lisbon"}'
+    cadenza examples run trip-booking
+    cadenza run cadenza.examples.trip_booking:book_trip \\
+        --input '{"traveller": "Ada", "city": "Porto"}'
     cadenza callback succeed <token> --payload '{"approved": true}'
 """
 
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from cadenza import AgentStatus, CallbackTimedOut, Context, StepContext, workflow
+
+from ._data import home
 
 
 class Trip(BaseModel):
@@ -31,7 +34,7 @@ class Reservation(BaseModel):
 
 def _ledger() -> Path:
     """The bookings 'system' of this example: an append-only file of what was done."""
-    return Path(os.environ.get("CADENZA_HOME") or ".cadenza") / "bookings.log"
+    return home() / "bookings.log"
 
 
 def _record(action: str, reservation: Reservation) -> None:

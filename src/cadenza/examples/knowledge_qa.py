@@ -1,6 +1,6 @@
 """knowledge-qa: CQRS over the bike share's field reports.
 
-The write side, ``knowledge-ingest``, splits each report in ``examples/knowledge/`` into
+The write side, ``knowledge-ingest``, splits each report in ``knowledge/`` into
 chunks, embeds them and stores them in a SQLite vector store under ``$CADENZA_HOME``, one
 durable step per report, idempotent by content hash (a second ingest changes nothing). The
 read side, ``knowledge-ask``, retrieves the passages nearest to a question and has the model
@@ -9,7 +9,7 @@ answer from them, citing them as [n]; the citations come back as the reports the
 
     cadenza examples run knowledge-qa
     cadenza examples run knowledge-qa --input '{"question": "Why did Q3 ridership fall?"}'
-    cadenza run examples.knowledge_qa:ask_reports --input '{"question": "..."}'
+    cadenza run cadenza.examples.knowledge_qa:ask_reports --input '{"question": "..."}'
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cadenza import Context, workflow
-from cadenza.config import home
 from cadenza.patterns import (
     Document,
     Embedder,
@@ -31,7 +30,8 @@ from cadenza.patterns import (
     SqliteVectorStore,
 )
 
-REPORTS = Path(__file__).parent / "knowledge"
+from ._data import home, read_reports
+
 EmbedderName = Literal["minilm", "hashing"]  # hashing: instant and meaning-blind, for tests
 
 
@@ -63,10 +63,6 @@ def knowledge(embedder: EmbedderName, model: str | None = None, top_k: int = 3) 
         chunk_overlap=80,
         top_k=top_k,
     )
-
-
-def read_reports() -> dict[str, str]:
-    return {p.stem: p.read_text(encoding="utf-8") for p in sorted(REPORTS.glob("*.md"))}
 
 
 @workflow(name="knowledge-ingest", version="1")

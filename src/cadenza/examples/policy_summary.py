@@ -13,7 +13,6 @@ run's state document (``cadenza runs state RUN``).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -23,7 +22,8 @@ from cadenza.agents import call_model
 from cadenza.models import ModelRequest
 from cadenza.patterns import Criterion, EvaluatorLoop
 
-POLICY = Path(__file__).parent / "data" / "rental_policy.md"
+from ._data import read_policy
+
 MAX_TOKENS = 240  # about 180 words
 
 CRITERIA = (
@@ -48,10 +48,6 @@ class SummaryRequest(BaseModel):
     evaluator: str | None = None  # the model that scores; the generator's by default
     threshold: float = Field(0.8, ge=0, le=1)
     max_rounds: int = Field(3, ge=1, le=10)
-
-
-def read_policy() -> str:
-    return POLICY.read_text(encoding="utf-8")
 
 
 @workflow(name="policy-summary", version="1")

@@ -1,7 +1,12 @@
-"""The runnable examples: `cadenza examples list`, `cadenza examples run NAME`.
+"""The runnable examples: ``cadenza examples list``, ``cadenza examples run NAME``.
 
 Scenarios that reason take a ``model`` in their input (default ``local:smollm2``, the
 offline model); ``cadenza examples run NAME --model bedrock:…`` switches provider.
+
+An example keeps to itself: the rules it needs are named ``example:NAME:…``, match only
+the events its own workflows publish, and exist only while ``cadenza examples run NAME``
+runs (they are removed when it ends, whether the run succeeded, failed or was
+interrupted).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from typing import Any
 
 from cadenza import Rule
 
+RULE_PREFIX = "example:"
+
 
 @dataclass(frozen=True)
 class Example:
@@ -20,19 +27,24 @@ class Example:
     workflow: str  # MODULE:WORKFLOW
     input: dict[str, Any] = field(default_factory=dict)
     uses_model: bool = False
-    rules: Callable[[], list[Rule]] = list  # installed before the example runs
+    rules: Callable[[], list[Rule]] = list  # installed while the example runs
+
+    @property
+    def rule_prefix(self) -> str:
+        """The prefix of this example's rule names, and of their runs' idempotency keys."""
+        return f"{RULE_PREFIX}{self.name}:"
 
 
 def _support_rules() -> list[Rule]:
-    from examples.support_tickets import support
+    from cadenza.examples.support_tickets import support
 
     return support.rules()
 
 
 def _recovery_rules() -> list[Rule]:
-    from cadenza.patterns.recovery import recovery_rule
+    from cadenza.examples.flight_agent import recovery_rules
 
-    return [recovery_rule()]
+    return recovery_rules()
 
 
 EXAMPLES: list[Example] = [
@@ -40,7 +52,7 @@ EXAMPLES: list[Example] = [
         "research-report",
         "Search agent over the knowledge base → summaries fan-out → writer ⇄ evaluator →"
         " editor's approval (changes go to a revise agent) → report published as an artifact.",
-        "examples.research_report:research_report",
+        "cadenza.examples.research_report:research_report",
         {
             "topic": "How is the Harbour City bike share doing, and what should it fix next?",
             "sources": 2,
@@ -49,23 +61,23 @@ EXAMPLES: list[Example] = [
     ),
     Example(
         "travel-booking",
-        "Supervisor delegates to flights and hotels agents; a full hotel cancels the flight"
-        " (saga compensation).",
-        "examples.travel_booking:travel_booking",
+        "Supervisor delegates to flights and hotels agents (a fixed plan from the roles when"
+        " the planner's is unusable); a full hotel cancels the flight (saga compensation).",
+        "cadenza.examples.travel_booking:travel_booking",
         {"traveller": "Ada Lovelace", "origin": "Lisbon", "city": "Oslo"},
         uses_model=True,
     ),
     Example(
         "trip-booking",
         "Saga: reserve a flight and a hotel, ask for approval, compensate on rejection.",
-        "examples.trip_booking:book_trip",
+        "cadenza.examples.trip_booking:book_trip",
         {"traveller": "Ada", "city": "Lisbon", "nights": 3},
     ),
     Example(
         "flight-agent",
-        "The reference agent loop: search, a sold-out booking, re-plan, book; AgentError"
-        " events go to recovery.",
-        "examples.flight_agent:flight_agent",
+        "The reference agent loop: search, a sold-out booking, re-plan, book; its"
+        " AgentError events go to recovery.",
+        "cadenza.examples.flight_agent:flight_agent",
         {"passenger": "Ada Lovelace", "origin": "Lisbon", "destination": "Oslo"},
         uses_model=True,
         rules=_recovery_rules,
@@ -74,7 +86,7 @@ EXAMPLES: list[Example] = [
         "support-tickets",
         "Choreography: support → ticket_created → technical → ticket_resolved →"
         " notification, no coordinator, one correlation id.",
-        "examples.support_tickets:support_agent",
+        "cadenza.examples.support_tickets:support_agent",
         {"customer": "c-1042"},
         uses_model=True,
         rules=_support_rules,
@@ -83,7 +95,7 @@ EXAMPLES: list[Example] = [
         "contract-router",
         "Routing: a model labels the request (with a confidence) for the legal, technical or"
         " scheduling desk; a low confidence or no label goes to the general desk.",
-        "examples.contract_router:contract_router",
+        "cadenza.examples.contract_router:contract_router",
         {"request": "Can you help me review my contract terms?"},
         uses_model=True,
     ),
@@ -91,7 +103,7 @@ EXAMPLES: list[Example] = [
         "policy-summary",
         "Evaluator loop: summarise the rental and insurance policy, score it on coverage, tone"
         " and correctness, refine with the critique until it passes or stops improving.",
-        "examples.policy_summary:policy_summary",
+        "cadenza.examples.policy_summary:policy_summary",
         {"threshold": 0.8, "max_rounds": 3},
         uses_model=True,
     ),
@@ -99,7 +111,7 @@ EXAMPLES: list[Example] = [
         "report-digest",
         "Scatter-gather: extract insights from the 10 field reports, 4 at a time; count themes"
         " across them and list their contradictions; failed branches are reported.",
-        "examples.report_digest:report_digest",
+        "cadenza.examples.report_digest:report_digest",
         {"task": "Summarize insights across these 10 reports"},
         uses_model=True,
     ),
@@ -107,7 +119,7 @@ EXAMPLES: list[Example] = [
         "knowledge-qa",
         "CQRS: ingest the field reports into a SQLite vector store (MiniLM), then answer a"
         " question from them with citations.",
-        "examples.knowledge_qa:knowledge_qa",
+        "cadenza.examples.knowledge_qa:knowledge_qa",
         {"question": "How did the protected lane on the harbour road affect collisions?"},
         uses_model=True,
     ),

@@ -1,6 +1,6 @@
 """report-digest: "Summarize insights across these 10 reports", as scatter-gather.
 
-One branch per field report in ``examples/knowledge/`` extracts its insights as structured
+One branch per field report in ``knowledge/`` extracts its insights as structured
 output (themes from a fixed list, and up to three findings), at most four at a time. The
 gather counts each theme across the reports, and one more model call lists where the
 reports contradict each other (dock availability, say: Q2's survey against Q3 and Q4). A
@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, Field
@@ -26,7 +25,8 @@ from cadenza.agents import generate
 from cadenza.models import ModelRequest
 from cadenza.patterns import Branch, Scatter
 
-REPORTS = Path(__file__).parent / "knowledge"
+from ._data import read_reports
+
 Theme = Literal[
     "ridership", "e-bikes", "dock availability", "safety", "finances", "equity",
     "maintenance", "environment", "expansion",
@@ -62,10 +62,6 @@ class DigestRequest(BaseModel):
     task: str = "Summarize insights across these 10 reports"
     model: str = "local:smollm2"
     max_concurrency: int = Field(4, ge=1, le=10)
-
-
-def read_reports() -> dict[str, str]:
-    return {p.stem: p.read_text(encoding="utf-8") for p in sorted(REPORTS.glob("*.md"))}
 
 
 def extraction(report: str, values: Mapping[str, Any]) -> ModelRequest:

@@ -1,6 +1,6 @@
 """Research report: from a topic to a published report, with a human in the loop.
 
-1. ingest the local knowledge base (examples/knowledge: field reports on a bike share);
+1. ingest the local knowledge base (``knowledge/``: field reports on a bike share);
 2. a search agent looks through it with a search tool;
 3. a summary agent per source, fanned out (scatter-gather);
 4. a writer drafts the report; an evaluator scores it and the writer refines (reflect-refine);
@@ -15,9 +15,7 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -40,7 +38,7 @@ from cadenza.patterns import (
 )
 from cadenza.tools import tool
 
-KNOWLEDGE = Path(__file__).parent / "knowledge"
+from ._data import home, read_reports
 
 
 class ReportRequest(BaseModel):
@@ -48,10 +46,6 @@ class ReportRequest(BaseModel):
     model: str = "local:smollm2"
     sources: int = Field(default=3, ge=1, le=10)
     approval_hours: float = Field(default=24, gt=0)
-
-
-def _home() -> Path:
-    return Path(os.environ.get("CADENZA_HOME") or ".cadenza")
 
 
 def _embedder() -> Embedder:
@@ -65,7 +59,7 @@ def knowledge_base(model: str) -> KnowledgeBase:
     return KnowledgeBase(
         "harbour-city",
         model=model,
-        store=SqliteVectorStore(_home() / "knowledge.db"),
+        store=SqliteVectorStore(home() / "knowledge.db"),
         embedder=_embedder(),
         chunk_size=600,
         top_k=4,
@@ -93,7 +87,7 @@ async def publish(step: StepContext, topic: str, report: str) -> dict[str, str]:
     text = f"# {topic}\n\n{report.strip()}\n"
     assert step.artifacts is not None
     key = await step.artifacts.put(text.encode(), content_type="text/markdown")
-    path = _home() / "reports" / f"{step.run_id}.md"
+    path = home() / "reports" / f"{step.run_id}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return {"artifact": key, "path": str(path)}
@@ -106,10 +100,8 @@ async def research_report(ctx: Context, request: ReportRequest) -> dict[str, Any
     kb = knowledge_base(model)
 
     # 1. The write side: ingest (idempotent by content hash; unchanged files are skipped).
-    docs = [
-        Document(p.read_text(encoding="utf-8"), id=p.stem, source=p.name)
-        for p in sorted(KNOWLEDGE.glob("*.md"))
-    ]
+    reports: dict[str, str] = await ctx.step(read_reports, name="read-reports")
+    docs = [Document(text, id=name, source=f"{name}.md") for name, text in reports.items()]
     await kb.ingest(ctx, docs)
 
     # 2. The search agent decides what to look for.
@@ -136,7 +128,7 @@ async def research_report(ctx: Context, request: ReportRequest) -> dict[str, Any
                 name,
                 _brief(model, 160),
                 prompt=f"Summarise, for a report on '{{task}}', the key facts"
-                f" and figures of this field report:\n\n{(KNOWLEDGE / name).read_text()[:1500]}",
+                f" and figures of this field report:\n\n{reports[name.removesuffix('.md')][:1500]}",
             )
             for name in sources
         ],

@@ -1,1 +1,0 @@
-"""Runnable example workflows: ``cadenza run examples.trip_booking:book_trip``."""
