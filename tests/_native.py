@@ -27,6 +27,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     for report in _run_in_child(item, nextitem):
         item.ihook.pytest_runtest_logreport(report=report)
+    # What earlier items set up here and the next item does not need is torn down here (the
+    # child tore down only its own copy).
+    item.session._setupstate.teardown_exact(nextitem)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
 

@@ -67,4 +67,6 @@ async def test_an_agent_with_two_tools_completes_with_the_local_model(
     trail = run.state["metadata"]["statusTrail"]
     assert trail[0] == "PLANNING" and trail[-1] == "COMPLETED"
     assert "TOOL_EXECUTION_SUCCESS" in trail
-    assert run.state["metadata"]["usage"]["requests"] == result["turns"]
+    # Every usable reply is accounted; a reply refused as malformed (a small model's tool
+    # call whose arguments are not an object) uses a turn but records no usage.
+    assert 1 <= run.state["metadata"]["usage"]["requests"] <= result["turns"]

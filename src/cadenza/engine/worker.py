@@ -23,8 +23,9 @@ import asyncio
 import functools
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from cadenza.engine.activation import ActivationResult
 from cadenza.engine.engine import Engine
@@ -187,14 +188,7 @@ class Worker:
         assert self._resume_at is not None
         delay = self._resume_at - asyncio.get_running_loop().time()
         if delay > 0:
-            waiters: list[asyncio.Task[object]] = [asyncio.create_task(asyncio.sleep(delay))]
-            if stop is not None:
-                waiters.append(asyncio.create_task(stop.wait()))
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
+            await _first_of(asyncio.sleep(delay), *([stop.wait()] if stop else []))
         self._resume_at = None
 
     async def _hand_back(self) -> None:
@@ -226,18 +220,12 @@ class Worker:
         # room, another worker's, a capped queue): waiting for it would spin. Wait for news.
         if next_wake is not None and self._claimed_at is not None and next_wake > self._claimed_at:
             timeout = min(timeout, max((next_wake - engine.clock.now()).total_seconds(), 0.0))
-        waiters = [
-            asyncio.create_task(wakeup.wait()),
-            asyncio.create_task(engine.clock.sleep(timeout)),
-            asyncio.create_task(engine.store.wait_for_work(timeout)),
-        ]
-        if stop is not None:
-            waiters.append(asyncio.create_task(stop.wait()))
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await _first_of(
+            wakeup.wait(),
+            engine.clock.sleep(timeout),
+            engine.store.wait_for_work(timeout),
+            *([stop.wait()] if stop else []),
+        )
 
     async def _renew_leases(self) -> None:
         engine = self.engine
@@ -317,6 +305,16 @@ def stop_on_signals(
             loop.remove_signal_handler(sig)
 
     return remove
+
+
+async def _first_of(*waits: Coroutine[Any, Any, object]) -> None:
+    """Return when the first of ``waits`` finishes; cancel the others."""
+    tasks = [asyncio.create_task(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def drive(
