@@ -4,8 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cadenza.clock import FakeClock
-from cadenza.testing import TestEnvironment
+from cadenza.testing import FakeClock, TestEnvironment
 
 pytest_plugins = ["pytester", "tests._native"]
 

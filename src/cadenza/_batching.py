@@ -70,7 +70,9 @@ async def run_batch(
         recorded = BatchResult.from_dict(
             await act.codec.decode(rec.result, what=f"the result of {op_type} '{name}'")
         )
-        finished = [i.index for i in recorded.items if i.status != ItemStatus.STARTED]
+        finished = [
+            i.index for i in recorded.items if i.status in (ItemStatus.SUCCEEDED, ItemStatus.FAILED)
+        ]
         await asyncio.gather(
             *(ctx._replay_child(f"{op_id}.{i + 1}", branches[i], ()) for i in finished)
         )
@@ -96,6 +98,9 @@ async def run_batch(
     )
     suspended = False
     escape: BaseException | None = None
+    # An item counts as started once it ran here or in an earlier activation (its child
+    # context has a record); one the decision beat to a slot never started at all.
+    started = {i for i in range(total) if f"{op_id}.{i + 1}" in act.journal}
 
     async def run_item(index: int) -> None:
         nonlocal suspended, escape
@@ -104,6 +109,7 @@ async def run_batch(
                 return
             child_id = f"{op_id}.{index + 1}"
             child_rec = act.journal.get(child_id)
+            started.add(index)
             try:
                 outcomes[index] = await ctx._run_child(
                     child_id, f"{name}[{index}]", branches[index], (), child_rec
@@ -143,7 +149,8 @@ async def run_batch(
     items = []
     for index in range(total):
         if index not in outcomes:
-            items.append(BatchItem(index, ItemStatus.STARTED))
+            status = ItemStatus.STARTED if index in started else ItemStatus.NOT_STARTED
+            items.append(BatchItem(index, status))
             continue
         ok, value = outcomes[index]
         if ok:
@@ -163,6 +170,8 @@ async def run_batch(
         completion_reason=str(result.completion_reason),
         succeeded=result.success_count,
         failed=result.failure_count,
+        started=result.started_count,
+        not_started=result.not_started_count,
         first_error=brief(first_failed.error) if first_failed and first_failed.error else None,
     )
     return typed_batch(result, types)

@@ -5,7 +5,7 @@ recorded outcome."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from cadenza.clock import iso
 from cadenza.errors import (
     CallbackFailed,
+    CallbackHeartbeatTimedOut,
     CallbackTimedOut,
     ErrorInfo,
     EventWaitTimedOut,
@@ -31,6 +32,7 @@ from cadenza.ports.run_store import (
 
 if TYPE_CHECKING:
     from cadenza.context import Context
+    from cadenza.engine.activation import Activation
 
 #: Token lifetime of a callback that has no timeout of its own.
 DEFAULT_TOKEN_LIFETIME = timedelta(days=365)
@@ -132,23 +134,93 @@ async def await_callback(ctx: Context, op_id: str, op_type: OpType, tp: Any = No
     )
     if callback.status == CallbackStatus.FAILED or timed_out:
         if timed_out:
-            kind = CallbackTimedOut if op_type == OpType.CALLBACK else EventWaitTimedOut
-            error = ErrorInfo(
-                kind.__name__,
-                f"{rec.type} '{rec.name}' timed out at {iso(deadline) if deadline else iso(now)}",
-            )
-            if callback.status == CallbackStatus.PENDING:
-                act.resolve(
-                    CallbackResolution(callback.callback_id, CallbackStatus.TIMED_OUT, error=error)
-                )
+            error = record_timeout(act, rec, callback)
         else:
             error = callback.error or ErrorInfo("CallbackFailed", "the callback failed")
-        failed = rec.evolve(status=OpStatus.FAILED, error=error, ended_at=now)
-        act.record(failed)
-        act.note(names[2] if timed_out else names[1], failed, error=brief(error))
+            failed = rec.evolve(status=OpStatus.FAILED, error=error, ended_at=now)
+            act.record(failed)
+            act.note(names[1], failed, error=brief(error))
         await act.flush()
         raise error.to_exception(failure, op_id=op_id, name=rec.name)
     raise act.suspend_until(deadline)
+
+
+def timeout_error(rec: OpRecord, callback: CallbackRecord) -> ErrorInfo:
+    """What a callback that timed out failed with, naming the deadline that passed: its
+    overall ``timeout`` or (for a callback) its ``heartbeat_timeout``."""
+    if callback.status == CallbackStatus.TIMED_OUT and callback.error is not None:
+        return callback.error
+    what = f"{rec.type} '{rec.name}'"
+    beat: datetime | None = None
+    if callback.heartbeat_timeout_s is not None:
+        since = callback.heartbeat_at or callback.created_at
+        beat = since + timedelta(seconds=callback.heartbeat_timeout_s)
+    if beat is not None and (callback.expires_at is None or beat < callback.expires_at):
+        heard = "its last heartbeat" if callback.heartbeat_at else "it was created"
+        overall = (
+            f"; its overall timeout was not due until {iso(callback.expires_at)}"
+            if callback.expires_at
+            else ""
+        )
+        return ErrorInfo(
+            CallbackHeartbeatTimedOut.__name__,
+            f"{what} missed its heartbeat: nothing was heard for"
+            f" {callback.heartbeat_timeout_s:g}s after {heard} (heartbeat deadline"
+            f" {iso(beat)}){overall}. The party completing it must heartbeat more often"
+            " than heartbeat_timeout, or complete it",
+        )
+    kind = CallbackTimedOut if rec.type == OpType.CALLBACK else EventWaitTimedOut
+    when = iso(callback.expires_at) if callback.expires_at else "its deadline"
+    return ErrorInfo(
+        kind.__name__,
+        f"{what} timed out at {when}: it was not completed within its timeout",
+    )
+
+
+def record_timeout(act: Activation, rec: OpRecord, callback: CallbackRecord) -> ErrorInfo:
+    """Record that ``callback`` timed out: its operation fails, the history says so, and
+    (while the store still holds it PENDING) the callback is resolved TIMED_OUT."""
+    error = timeout_error(rec, callback)
+    if callback.status == CallbackStatus.PENDING:
+        act.resolve(CallbackResolution(callback.callback_id, CallbackStatus.TIMED_OUT, error=error))
+    failed = rec.evolve(status=OpStatus.FAILED, error=error, ended_at=act.now())
+    act.record(failed)
+    timed_out = H.CALLBACK_TIMED_OUT if rec.type == OpType.CALLBACK else H.EVENT_WAIT_TIMED_OUT
+    act.note(timed_out, failed, error=brief(error))
+    return error
+
+
+def unawaited(act: Activation) -> list[tuple[OpRecord, CallbackRecord]]:
+    """The open callbacks of the run and their operations, whether or not the workflow
+    awaits them now: a timeout falls due whatever the workflow is doing."""
+    found = []
+    for callback in act.callbacks.values():
+        rec = act.journal.get(callback.op_id)
+        if (
+            callback.status == CallbackStatus.PENDING
+            and rec is not None
+            and not rec.status.terminal
+            and rec.data.get("callback_id") == callback.callback_id
+        ):
+            found.append((rec, callback))
+    return found
+
+
+def expire_callbacks(act: Activation) -> None:
+    """Record, as of now, the timeouts of open callbacks whose deadline has passed, so
+    that history keeps the order in which things happened even when the workflow awaits
+    such a callback only later (or never)."""
+    now = act.now()
+    for rec, callback in unawaited(act):
+        deadline = callback.deadline()
+        if deadline is not None and now >= deadline:
+            record_timeout(act, rec, callback)
+
+
+def next_callback_deadline(act: Activation) -> datetime | None:
+    """The earliest deadline among the run's open callbacks (the run must wake then)."""
+    deadlines = [d for _, cb in unawaited(act) if (d := cb.deadline()) is not None]
+    return min(deadlines) if deadlines else None
 
 
 # --- typed payloads ----------------------------------------------------------------------

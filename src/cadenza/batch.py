@@ -68,7 +68,8 @@ class CompletionReason(StrEnum):
 class ItemStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
-    STARTED = "STARTED"  # still running when the batch was decided, and abandoned
+    STARTED = "STARTED"  # running (or waiting) when the batch was decided, and abandoned
+    NOT_STARTED = "NOT_STARTED"  # never ran: the batch was decided before its turn came
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,11 @@ class BatchItem:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """Index-ordered outcome of a fan-out; each item carries its result or its error."""
+    """Index-ordered outcome of a fan-out; each item carries its result or its error.
+
+    ``total_count`` counts every item of the batch, whatever became of it: succeeded,
+    failed, started (abandoned while running) or never started.
+    """
 
     items: list[BatchItem]
     completion_reason: CompletionReason
@@ -106,7 +111,22 @@ class BatchResult:
 
     @property
     def started_count(self) -> int:
+        """Items that were running when the batch was decided (abandoned mid-way)."""
         return sum(1 for i in self.items if i.status == ItemStatus.STARTED)
+
+    @property
+    def not_started_count(self) -> int:
+        """Items that never ran because the batch was decided first."""
+        return sum(1 for i in self.items if i.status == ItemStatus.NOT_STARTED)
+
+    @property
+    def has_failure(self) -> bool:
+        return any(i.status == ItemStatus.FAILED for i in self.items)
+
+    @property
+    def status(self) -> ItemStatus:
+        """FAILED if any item failed, else SUCCEEDED (as the completion rules allow)."""
+        return ItemStatus.FAILED if self.has_failure else ItemStatus.SUCCEEDED
 
     def results(self) -> list[Any]:
         """Results of the items that succeeded, in index order."""

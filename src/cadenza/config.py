@@ -1,5 +1,9 @@
-"""Where things live: ``CADENZA_HOME`` (default ``./.cadenza``) and backends chosen by URL.
+"""Where things live: ``CADENZA_HOME`` and backends chosen by URL.
 
+``CADENZA_HOME`` holds the default SQLite store, the artifact folder and the token secret.
+Unset, a library call uses the per-user data folder (``~/.local/share/cadenza`` on Linux,
+``~/Library/Application Support/cadenza`` on macOS, ``%LOCALAPPDATA%\\cadenza`` on Windows)
+and never the current directory; the ``cadenza`` command sets it to ``./.cadenza``.
 ``CADENZA_STORE`` picks the run store (``sqlite:///path.db``, ``postgresql://…``);
 ``CADENZA_ARTIFACTS`` the artifact store (``file:///folder``). Backend libraries are
 imported only when their URL is used; a missing one names the extra to install.
@@ -8,6 +12,7 @@ imported only when their URL is used; a missing one names the extra to install.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +24,33 @@ from cadenza.ports.run_store import RunStore
 from cadenza.security.tokens import load_secret
 
 SUPPORTED_STORES = ("sqlite:///PATH", "postgresql://USER@HOST/DB")
+CLI_HOME = ".cadenza"  # the command's documented default: state beside the project
 
 
 def home() -> Path:
-    return Path(os.environ.get("CADENZA_HOME") or ".cadenza")
+    return resolve_home(None)
 
 
-def store_url() -> str:
-    return os.environ.get("CADENZA_STORE") or f"sqlite:///{home() / 'cadenza.db'}"
+def resolve_home(given: str | Path | None) -> Path:
+    """``given``, else ``CADENZA_HOME``, else the per-user data folder: never the cwd."""
+    if given is not None:
+        return Path(given)
+    explicit = os.environ.get("CADENZA_HOME")
+    return Path(explicit) if explicit else user_data_dir()
+
+
+def user_data_dir() -> Path:
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = str(Path.home() / "Library" / "Application Support")
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cadenza"
+
+
+def store_url(home_dir: Path | None = None) -> str:
+    return os.environ.get("CADENZA_STORE") or f"sqlite:///{(home_dir or home()) / 'cadenza.db'}"
 
 
 def create_store(url: str) -> RunStore:
@@ -49,8 +73,12 @@ def create_store(url: str) -> RunStore:
     )
 
 
-def create_artifacts(url: str | None = None) -> ArtifactStore:
-    url = url or os.environ.get("CADENZA_ARTIFACTS") or f"file://{(home() / 'artifacts').resolve()}"
+def create_artifacts(url: str | None = None, home_dir: Path | None = None) -> ArtifactStore:
+    url = (
+        url
+        or os.environ.get("CADENZA_ARTIFACTS")
+        or f"file://{((home_dir or home()) / 'artifacts').resolve()}"
+    )
     if url.startswith("file://"):
         from cadenza.adapters.fs import FolderArtifactStore
 
@@ -63,22 +91,28 @@ async def open_engine(
     store: str | RunStore | None = None,
     artifacts: str | ArtifactStore | None = None,
     secret: bytes | None = None,
+    home: str | Path | None = None,
     clock: Clock | None = None,
     **options: Any,
 ) -> Engine:
     """An engine over the configured (or given) backends, schema ready.
 
-    >>> engine = await open_engine()                     # ./.cadenza/cadenza.db
+    What is not given comes from the environment, then from ``home`` (default
+    ``CADENZA_HOME``, else the per-user data folder; never the current directory).
+
+    >>> engine = await open_engine()                     # ~/.local/share/cadenza/cadenza.db
+    >>> engine = await open_engine(home="var/cadenza")   # var/cadenza/cadenza.db
     >>> engine = await open_engine(store="sqlite:///tmp/x.db")
     """
-    run_store = store if isinstance(store, RunStore) else create_store(store or store_url())
+    folder = resolve_home(home)
+    run_store = store if isinstance(store, RunStore) else create_store(store or store_url(folder))
     artifact_store = (
-        artifacts if isinstance(artifacts, ArtifactStore) else create_artifacts(artifacts)
+        artifacts if isinstance(artifacts, ArtifactStore) else create_artifacts(artifacts, folder)
     )
     await run_store.open()
     return Engine(
         run_store,
-        secret=secret or load_secret(home()),
+        secret=secret or load_secret(folder),
         artifacts=artifact_store,
         clock=clock,
         **options,

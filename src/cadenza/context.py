@@ -10,29 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import json
 import logging
 import random as _random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, overload
 
 from cadenza._batching import check_branch, run_batch
 from cadenza._callbacks import await_callback, open_callback, payload_schema_of
+from cadenza._steps import call_function, run_step
 from cadenza.batch import BatchResult, CompletionConfig
 from cadenza.clock import iso, parse_iso
 from cadenza.engine.activation import Abort, Fatal, Suspend
 from cadenza.errors import (
+    CallbackFailed,
     ChildContextFailed,
     ErrorInfo,
     InvocationFailed,
     OperationFailed,
     RunCancelled,
-    SerializationError,
     StepFailed,
-    StepInterrupted,
-    StepTimedOut,
     WorkflowNotFound,
 )
 from cadenza.history import HistoryEventType as H
@@ -43,9 +41,7 @@ from cadenza.operations import (
     WaitDecision,
     brief,
     callable_name,
-    is_async,
     return_type,
-    wants_step_context,
 )
 from cadenza.ports.run_store import (
     CallbackKind,
@@ -64,6 +60,7 @@ if TYPE_CHECKING:
     from cadenza.engine.engine import Engine
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class Callback:
@@ -132,8 +129,10 @@ class Context:
 
     @property
     def is_replaying(self) -> bool:
-        """True while the next operation still has a recorded outcome."""
-        return self._op_id(self._ops + 1) in self._act.journal
+        """True while the next operation still has a recorded outcome, and throughout a
+        child context that finished in an earlier activation (replayed only for its effects
+        on the state: whatever it does after its last operation was done already)."""
+        return self._replay_only or self._op_id(self._ops + 1) in self._act.journal
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -174,7 +173,57 @@ class Context:
 
     # --- step ---------------------------------------------------------------------------
 
+    # What ``fn`` returns is what the step returns: a coroutine function's awaited value,
+    # a plain function's value (run in a thread). A first parameter typed StepContext is
+    # filled in by cadenza, so ``args`` are the rest. Async forms come first: a coroutine
+    # function also fits the plain ``Callable[..., T]`` shape, with T the coroutine.
+    @overload
     async def step(
+        self,
+        fn: Callable[[StepContext, *Ts], Awaitable[T]],
+        *args: *Ts,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
+    ) -> T: ...
+
+    @overload
+    async def step(
+        self,
+        fn: Callable[[*Ts], Awaitable[T]],
+        *args: *Ts,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
+    ) -> T: ...
+
+    @overload
+    async def step(
+        self,
+        fn: Callable[[StepContext, *Ts], T],
+        *args: *Ts,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
+    ) -> T: ...
+
+    @overload
+    async def step(
+        self,
+        fn: Callable[[*Ts], T],
+        *args: *Ts,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
+    ) -> T: ...
+
+    # mypy (up to 2.4 at least) cannot match any implementation against overloads whose
+    # ``*args`` is a TypeVarTuple, even ``*args: Any``; callers see only the overloads.
+    async def step(  # type: ignore[misc]
         self,
         fn: Callable[..., Any],
         *args: Any,
@@ -184,124 +233,7 @@ class Context:
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
     ) -> Any:
         """Run ``fn(*args)`` once and checkpoint its result; retry per ``retry``."""
-        name = name or callable_name(fn)
-        op_id, rec = self._begin(OpType.STEP, name)
-        act = self._act
-        result_type = return_type(fn)
-        if rec is not None and rec.status.terminal:
-            return await self._outcome(rec, StepFailed, result_type)
-        policy = retry or act.engine.default_retry
-        started_at = rec.started_at if rec and rec.started_at else act.now()
-        attempt = rec.attempt if rec else 0
-        while True:
-            if rec is not None and rec.status == OpStatus.PENDING:  # backing off before a retry
-                due = parse_iso(rec.data["next_attempt_at"])
-                if act.now() < due:
-                    raise act.suspend_until(due)
-            elif rec is not None and rec.status == OpStatus.STARTED:  # an attempt died
-                if semantics == StepSemantics.AT_MOST_ONCE:
-                    interrupted = StepInterrupted(
-                        f"attempt {rec.attempt} of step '{name}' was interrupted before it"
-                        " reported; an at-most-once step never runs an attempt twice"
-                    )
-                    rec = await self._step_failed(rec, interrupted, policy)
-                    continue
-                attempt = rec.attempt - 1
-            attempt += 1
-            rec = OpRecord(
-                op_id,
-                OpType.STEP,
-                name,
-                OpStatus.STARTED,
-                self._parent,
-                attempt=attempt,
-                started_at=started_at,
-            )
-            act.record(rec)
-            act.note(H.STEP_STARTED, rec, attempt=attempt, worker=act.run.lease_owner)
-            if semantics == StepSemantics.AT_MOST_ONCE:
-                await act.flush()
-            act.executed += 1
-            try:
-                value = await self._call(fn, args, rec, timeout)
-                text = await act.codec.encode(value, what=f"the result of step '{name}'")
-            except (Abort, Fatal, Suspend, RunCancelled, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                rec = await self._step_failed(rec, exc, policy)
-                continue
-            done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now())
-            act.record(done)
-            act.note(H.STEP_SUCCEEDED, done, attempt=attempt)
-            await act.flush()
-            return await act.codec.decode(text, result_type, what=f"the result of step '{name}'")
-
-    async def _call(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        rec: OpRecord,
-        timeout: timedelta | None,
-    ) -> Any:
-        act = self._act
-        if wants_step_context(fn):
-            store = act.engine.artifacts
-            step_ctx = StepContext(
-                run_id=self.run_id,
-                op_id=rec.op_id,
-                name=rec.name,
-                attempt=rec.attempt,
-                idempotency_key=f"{self.run_id}/{rec.op_id}",
-                logger=logging.getLogger(f"cadenza.step.{rec.name}"),
-                artifacts=store.for_run(self.run_id) if store is not None else None,
-            )
-            args = (step_ctx, *args)
-        awaitable: Awaitable[Any]
-        if is_async(fn):
-            awaitable = fn(*args)
-        else:
-            awaitable = asyncio.to_thread(fn, *args)
-        try:
-            if timeout is None:
-                value = await awaitable
-            else:
-                value = await asyncio.wait_for(awaitable, timeout.total_seconds())
-        except TimeoutError:
-            raise StepTimedOut(
-                f"attempt {rec.attempt} of step '{rec.name}' did not finish within {timeout}"
-            ) from None
-        if inspect.isawaitable(value):  # a sync lambda that returned a coroutine
-            value = await value
-        return value
-
-    async def _step_failed(
-        self, rec: OpRecord, exc: BaseException, policy: RetryPolicy
-    ) -> OpRecord:
-        act = self._act
-        act.count_error()
-        info = ErrorInfo.from_exception(exc)
-        if isinstance(exc, SerializationError):
-            info = ErrorInfo(info.type, info.message, retryable=False, traceback=info.traceback)
-        if not isinstance(exc, SerializationError) and policy.should_retry(exc, rec.attempt):
-            due = act.now() + policy.delay(rec.attempt)
-            retrying = rec.evolve(
-                status=OpStatus.PENDING, error=info, data={"next_attempt_at": iso(due)}
-            )
-            act.record(retrying)
-            act.note(
-                H.STEP_FAILED,
-                retrying,
-                attempt=rec.attempt,
-                error=brief(info),
-                next_attempt_at=iso(due),
-            )
-            await act.flush()
-            return retrying
-        failed = rec.evolve(status=OpStatus.FAILED, error=info, ended_at=act.now())
-        act.record(failed)
-        act.note(H.STEP_FAILED, failed, attempt=rec.attempt, error=brief(info), final=True)
-        await act.flush()
-        raise info.to_exception(StepFailed, op_id=rec.op_id, name=rec.name)
+        return await run_step(self, fn, args, name, retry, timeout, semantics)
 
     # --- wait ---------------------------------------------------------------------------
 
@@ -393,7 +325,19 @@ class Context:
             await child.step(submitter, callback.token, name="submit", retry=retry)
             return await callback.result()
 
-        value = await self.run_in_child_context(waiting, name=name)
+        try:
+            value = await self.run_in_child_context(waiting, name=name)
+        except ChildContextFailed as exc:
+            # The child context is how this is built, not what the caller asked for: an
+            # external failure raises CallbackFailed, as create_callback().result() does.
+            raise CallbackFailed(
+                exc.message,
+                error_type=exc.error_type,
+                op_id=exc.op_id,
+                name=exc.name,
+                details=exc.details,
+                retryable=exc.retryable,
+            ) from None
         return value if payload_type is None else convert(value, payload_type)
 
     async def wait_for_event(
@@ -680,7 +624,7 @@ class Context:
         act.executed += 1
         rec = rec.evolve(attempt=attempt)
         try:
-            state = await self._call(check, (state,), rec, None)
+            state = await call_function(self, check, (state,), rec, None)
             text = await act.codec.encode(state, what=f"the state of condition '{name}'")
             decision = wait_strategy(await act.codec.decode(text), attempt)
         except (Abort, Fatal, Suspend, RunCancelled, asyncio.CancelledError):

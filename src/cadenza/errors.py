@@ -34,6 +34,7 @@ again, identically, on every replay)::
     │   ├── InvocationFailed        a child run failed
     │   ├── CallbackFailed
     │   ├── CallbackTimedOut
+    │   │   └── CallbackHeartbeatTimedOut   no heartbeat within heartbeat_timeout
     │   ├── EventWaitTimedOut
     │   ├── ConditionTimedOut
     │   ├── BatchFailed             map/parallel completion rules were not met
@@ -42,6 +43,7 @@ again, identically, on every replay)::
     ├── NonDeterminismError         code and journal disagree on replay
     ├── SerializationError          a value cannot be stored as JSON
     ├── RunFailed                   raised to a caller awaiting a run that failed
+    ├── NotificationFailed          [cadenza.patterns] a notifier could not deliver
     ├── ModelError                  a model call failed
     │   ├── ModelNotFound           unknown provider or model (also a ConfigurationError)
     │   ├── ModelThrottled          retryable: the provider asked us to slow down
@@ -49,12 +51,16 @@ again, identically, on every replay)::
     │   ├── ModelTimeout            retryable: no reply in time
     │   ├── ModelResponseError      a reply that cannot be understood
     │   ├── StructuredOutputError   a reply that failed its schema after the repairs
-    │   └── BudgetExceeded          the token or cost budget is spent
+    │   ├── BudgetExceeded          the token or cost budget is spent
+    │   └── ScriptExhausted         [cadenza.testing] a scripted model ran out of replies
     └── ToolError                   a tool call cannot be made; the message suits a model
         ├── UnknownTool
         ├── ToolNotAllowed          not on the agent's allow-list
         └── ToolArgumentsInvalid    arguments that fail the tool's schema
     RunCancelled (BaseException)    so that ``except Exception`` cannot swallow it
+
+Each is importable from ``cadenza``, but for the few marked with the package they belong
+to. ``tests/test_error_tree.py`` holds this drawing to the classes.
 
 Every error knows whether retrying can help (``retryable``) and survives a round trip
 through the store as an :class:`ErrorInfo`: a run that fails on one worker fails the same
@@ -75,6 +81,7 @@ __all__ = [
     "CadenzaError",
     "CallbackAlreadyCompleted",
     "CallbackFailed",
+    "CallbackHeartbeatTimedOut",
     "CallbackNotFound",
     "CallbackTimedOut",
     "CallbackTokenError",
@@ -316,6 +323,10 @@ class CallbackFailed(OperationFailed):
 
 class CallbackTimedOut(OperationFailed):
     pass
+
+
+class CallbackHeartbeatTimedOut(CallbackTimedOut):
+    """The callback's completer stopped sending heartbeats before its overall timeout."""
 
 
 class EventWaitTimedOut(OperationFailed):

@@ -24,6 +24,10 @@ class RetryPolicy:
     are never retried. Both take exception classes or class names ("ValueError"). A cadenza
     error whose ``retryable`` is False is never retried. ``jitter`` spreads each delay by
     up to that fraction, so many runs failing together do not retry together.
+
+    The defaults (3 attempts, 1 s then 2 s apart) fail a step that keeps failing within
+    seconds; AWS's durable execution SDK waits longer by default (6 attempts, 5 s to 60 s).
+    docs/architecture.md says why, and how to get AWS's values.
     """
 
     max_attempts: int = 3

@@ -8,6 +8,7 @@ import pytest
 
 from cadenza.adapters.sqlite import SqliteRunStore
 from cadenza.ports.run_store import RunStore
+from cadenza.testing import InMemoryRunStore
 from tests.contract.pg import fresh_database
 
 StoreFactory = Callable[[], RunStore]
@@ -20,9 +21,15 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "memory"])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """Makes stores over one fresh backend: two stores from it act like two processes."""
+    """Makes stores over one fresh backend: two stores from it act like two processes.
+
+    The in-memory store has no backend besides itself, so its "processes" share the one
+    instance, as several engines in one test process would."""
+    if request.param == "memory":
+        shared = InMemoryRunStore()
+        return lambda: shared
     if request.param == "sqlite":
         path = tmp_path / "cadenza.db"
         return lambda: SqliteRunStore(path, synchronous="NORMAL")

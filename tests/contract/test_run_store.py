@@ -1,4 +1,4 @@
-"""The run store contract, run against every adapter (SQLite and PostgreSQL).
+"""The run store contract, run against every adapter (SQLite, PostgreSQL, in memory).
 
 Each test drives the port directly, as the engine would, and checks what the docstrings of
 ``cadenza.ports.run_store`` promise: which runs a claim may take, what a checkpoint writes

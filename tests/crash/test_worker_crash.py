@@ -218,6 +218,11 @@ async def test_sigkilled_workers_lose_nothing_and_repeat_only_steps_in_flight(
             assert all(e.name == CHARGE_STEP for e in failures), failures
             assert all(e.details["error"]["type"] == "StepInterrupted" for e in failures)
             assert len(failures) == journal[CHARGE_STEP].attempt - 1
+            # A step that ran again did so because an activation died: the history says so.
+            lost = [e for e in history if e.type == H.INVOCATION_COMPLETED and "error" in e.details]
+            if any(len(executions[run.run_id, op.op_id]) > 1 for op in journal.values()):
+                assert lost, f"{run.run_id} ran a step twice and no lost attempt is recorded"
+            assert all(e.details["error"]["type"] == "LeaseLost" for e in lost)
 
         # The kills did land mid-run: runs moved from worker to worker.
         workers_per_run = Counter(run_id for run_id, _ in last_of_run_in_pid)

@@ -35,11 +35,11 @@ def make_text(index: int) -> str:
 
 
 async def typed_item(ctx: Context, index: int) -> Blob:
-    return await ctx.step(make_blob, index)  # type: ignore[no-any-return]
+    return await ctx.step(make_blob, index)
 
 
 async def text_item(ctx: Context, index: int) -> str:
-    return await ctx.step(make_text, index)  # type: ignore[no-any-return]
+    return await ctx.step(make_text, index)
 
 
 async def untyped_item(ctx, index):  # type: ignore[no-untyped-def]
@@ -114,7 +114,7 @@ async def test_batch_and_child_context_results_decode_live_and_on_replay(
 
 @workflow(name="cc-child-typed")
 async def child_typed(ctx: Context, index: int) -> Blob:
-    return await ctx.step(make_blob, index)  # type: ignore[no-any-return]
+    return await ctx.step(make_blob, index)
 
 
 @workflow(name="cc-child-plain")

@@ -77,7 +77,7 @@ def write(step: StepContext, notes: str) -> str:
 @workflow(name="t-recover-chain")
 async def chain(ctx: Context, topic: str) -> str:
     notes = await ctx.step(research, topic)
-    return await ctx.step(write, notes, retry=ONCE)  # type: ignore[no-any-return]
+    return await ctx.step(write, notes, retry=ONCE)
 
 
 async def test_retry_reruns_only_the_failed_step_with_fresh_attempts(env: TestEnvironment) -> None:
@@ -174,7 +174,7 @@ def fetch(city: str) -> str:
 
 
 async def one_city(ctx: Context, city: str) -> str:
-    return await ctx.step(fetch, city, retry=ONCE)  # type: ignore[no-any-return]
+    return await ctx.step(fetch, city, retry=ONCE)
 
 
 @workflow(name="t-recover-map")
@@ -211,7 +211,7 @@ async def caught(ctx: Context, topic: str) -> str:
         notes = await ctx.step(fetch, topic, retry=ONCE)
     except StepFailed:  # the workflow's own decision: recorded, kept on retry
         notes = await ctx.step(fallback, topic)
-    return await ctx.step(write, notes, retry=ONCE)  # type: ignore[no-any-return]
+    return await ctx.step(write, notes, retry=ONCE)
 
 
 async def test_a_failure_the_workflow_caught_stays_recorded(env: TestEnvironment) -> None:
@@ -232,7 +232,7 @@ async def test_a_child_context_failure_is_retried_inside_it(env: TestEnvironment
     async def nested(ctx: Context, topic: str) -> str:
         async def section(child: Context) -> str:
             notes = await child.step(research, topic)
-            return await child.step(write, notes, retry=ONCE)  # type: ignore[no-any-return]
+            return await child.step(write, notes, retry=ONCE)
 
         return await ctx.run_in_child_context(section, name="section")
 
@@ -246,7 +246,7 @@ async def test_a_child_context_failure_is_retried_inside_it(env: TestEnvironment
 @workflow(name="t-recover-invoked")
 async def invoked(ctx: Context, topic: str) -> str:
     notes = await ctx.step(research, topic)
-    return await ctx.step(write, notes, retry=ONCE)  # type: ignore[no-any-return]
+    return await ctx.step(write, notes, retry=ONCE)
 
 
 @workflow(name="t-recover-parent")

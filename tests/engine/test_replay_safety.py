@@ -111,7 +111,7 @@ async def blocking_step() -> str:
 
 @workflow(name="t-fencing")
 async def fenced(ctx: Context) -> str:
-    return await ctx.step(blocking_step)  # type: ignore[no-any-return]
+    return await ctx.step(blocking_step)
 
 
 async def test_a_worker_that_lost_its_lease_cannot_commit(fake_env: TestEnvironment) -> None:

@@ -68,7 +68,7 @@ async def flaky(step: StepContext) -> str:
 @workflow(name="t-steps-retry")
 async def retried(ctx: Context) -> str:
     policy = RetryPolicy(max_attempts=3, initial_interval=timedelta(seconds=10), jitter=0)
-    return await ctx.step(flaky, retry=policy)  # type: ignore[no-any-return]
+    return await ctx.step(flaky, retry=policy)
 
 
 async def test_retries_wait_durably_with_backoff_and_keep_the_idempotency_key(
@@ -178,7 +178,7 @@ def sync_add(a: int, b: int) -> int:
 @workflow(name="t-steps-sync")
 async def sync_steps(ctx: Context) -> int:
     total = await ctx.step(sync_add, 1, 2)
-    return await ctx.step(lambda: sync_add(total, 10), name="add-ten")  # type: ignore[no-any-return]
+    return await ctx.step(lambda: sync_add(total, 10), name="add-ten")
 
 
 async def test_sync_functions_and_lambdas_are_steps(env: TestEnvironment) -> None:
@@ -196,7 +196,7 @@ async def charge(step: StepContext) -> str:
 
 @workflow(name="t-steps-at-most-once")
 async def at_most_once(ctx: Context) -> str:
-    return await ctx.step(  # type: ignore[no-any-return]
+    return await ctx.step(
         charge,
         semantics=StepSemantics.AT_MOST_ONCE,
         retry=RetryPolicy(max_attempts=2, initial_interval=timedelta(0)),

@@ -388,7 +388,7 @@ def ask_model(facts: str) -> str:
 async def gives_up(ctx: Context, question: str) -> str:
     facts = await ctx.step(look_up, question)
     try:
-        return await ctx.step(ask_model, facts, retry=RetryPolicy(max_attempts=1))  # type: ignore[no-any-return]
+        return await ctx.step(ask_model, facts, retry=RetryPolicy(max_attempts=1))
     except StepFailed as exc:  # an agent reports, then fails its run
         detail = {"run_id": ctx.run_id, "step": "ask_model", "error_type": exc.error_type}
         await ctx.emit("AgentError", {**detail, "message": exc.message}, source="tests")

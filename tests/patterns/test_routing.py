@@ -43,7 +43,7 @@ async def other(ctx: Context, request: Any) -> str:
 
 @workflow(name="t-route-refunds")
 async def refunds(ctx: Context, request: str) -> str:
-    return await ctx.step(lambda: f"refund started for: {request}", name="refund")  # type: ignore[no-any-return]
+    return await ctx.step(lambda: f"refund started for: {request}", name="refund")
 
 
 def llm_router(**options: Any) -> Router:

@@ -216,7 +216,7 @@ async def reader(ctx: Context, key: str) -> str:
         assert step.artifacts is not None
         return (await step.artifacts.get(key)).decode()
 
-    return await ctx.step(read, key, name="read", retry=NO_RETRY)  # type: ignore[no-any-return]
+    return await ctx.step(read, key, name="read", retry=NO_RETRY)
 
 
 @workflow(name="sec-own-artifact")
@@ -227,7 +227,7 @@ async def own_artifact(ctx: Context) -> str:
         assert key.startswith(f"runs/{step.run_id}/sha256-")
         return (await step.artifacts.get(key)).decode()
 
-    return await ctx.step(roundtrip, name="roundtrip")  # type: ignore[no-any-return]
+    return await ctx.step(roundtrip, name="roundtrip")
 
 
 async def test_a_step_reads_only_its_own_runs_artifacts(env: TestEnvironment) -> None:

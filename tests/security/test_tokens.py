@@ -23,7 +23,6 @@ from cadenza import (
     ConfigurationError,
     Context,
     Engine,
-    FakeClock,
     InvalidCallbackToken,
     RunStatus,
     drive,
@@ -33,7 +32,7 @@ from cadenza import (
 from cadenza.clock import parse_iso
 from cadenza.errors import RunStateError
 from cadenza.security import CallbackTokens, TokenClaims, load_secret
-from cadenza.testing import TestEnvironment
+from cadenza.testing import FakeClock, TestEnvironment
 
 SECRET = b"0123456789abcdef-the-real-secret"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -421,7 +420,7 @@ async def test_silence_times_a_heartbeat_callback_out(fake_env: TestEnvironment)
         await fake_env.engine.heartbeat_callback(token)  # too late to revive it
     run = await fake_env.resume(run)
     result = await fake_env.result(run)
-    assert result.startswith("gave up: callback 'job' timed out"), result
+    assert result.startswith("gave up: callback 'job' missed its heartbeat"), result
     assert "CallbackTimedOut" in await fake_env.history(run)
     with pytest.raises(CallbackAlreadyCompleted):
         await fake_env.succeed(token, "late")

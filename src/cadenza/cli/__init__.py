@@ -24,6 +24,7 @@ from cadenza.cli._common import console, err_console, literal, run_async
 from cadenza.cli.callbacks import callback_group
 from cadenza.cli.events import events_group, rules_group
 from cadenza.cli.runs import cancel_command, run_command, runs_group
+from cadenza.config import CLI_HOME
 from cadenza.engine.engine import Engine
 from cadenza.engine.worker import Worker
 from cadenza.errors import ConfigurationError, WorkflowNotFound
@@ -161,6 +162,9 @@ for _name in ("models", "db", "examples", "doctor", "recover"):
 
 
 def main() -> None:
+    # The command keeps its state beside the project; a library call never writes in the
+    # cwd. Set here, in the process, so workers and commands it spawns agree on the folder.
+    os.environ.setdefault("CADENZA_HOME", CLI_HOME)
     try:
         cli(standalone_mode=True)
     except KeyboardInterrupt:

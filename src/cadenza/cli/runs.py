@@ -29,14 +29,11 @@ from cadenza.cli._common import (
     stdout_reserved_for_json,
 )
 from cadenza.cli._progress import LineProgress, LiveProgress, ProgressBoard
-from cadenza.clock import parse_iso
 from cadenza.engine.engine import Engine
 from cadenza.engine.worker import drive
 from cadenza.errors import CadenzaError
 from cadenza.journal import OpType
 from cadenza.ports.run_store import (
-    CallbackKind,
-    CallbackStatus,
     Checkpoint,
     RunRecord,
     RunStatus,
@@ -46,38 +43,7 @@ from cadenza.workflow import load
 
 async def pending_waits(engine: Engine, run: RunRecord) -> list[dict[str, Any]]:
     """What a run (and its open child runs) waits on, with tokens for callbacks."""
-    waits: list[dict[str, Any]] = []
-    runs = [run]
-    while runs:
-        current = runs.pop(0)
-        if current.status.terminal:
-            continue
-        journal = {op.op_id: op for op in await engine.store.load_journal(current.run_id)}
-        for cb in await engine.store.load_callbacks(current.run_id):
-            if cb.status != CallbackStatus.PENDING or cb.kind == CallbackKind.INVOKE:
-                continue
-            op = journal.get(cb.op_id)
-            wait: dict[str, Any] = {
-                "run_id": current.run_id,
-                "op_id": cb.op_id,
-                "name": op.name if op else cb.op_id,
-                "kind": str(cb.kind),
-                "expires_at": cb.deadline(),
-            }
-            if cb.kind == CallbackKind.CALLBACK and op is not None:
-                wait["token"] = engine.tokens.issue(
-                    cb.callback_id,
-                    current.run_id,
-                    cb.op_id,
-                    parse_iso(op.data["token_expires_at"]),
-                )
-            if cb.payload_schema is not None:
-                wait["payload_schema"] = cb.payload_schema
-            if cb.pattern is not None:
-                wait["pattern"] = cb.pattern
-            waits.append(wait)
-        runs.extend(await engine.store.list_runs(parent_run_id=current.run_id, limit=1000))
-    return waits
+    return [wait.as_dict() for wait in await engine.pending_callbacks(run)]
 
 
 async def _listed(engine: Engine, run: RunRecord) -> dict[str, Any]:

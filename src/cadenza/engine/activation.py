@@ -124,6 +124,11 @@ class Activation:
         self.redrives = int(stored.get("redriveCount") or 0)
         if self.redrives:
             carried["redriveCount"] = self.redrives
+        # The lease epoch of the last activation that checkpointed its end: when it is not
+        # the epoch before this one, an attempt in between may have died (see _lost_attempt).
+        self._ended_epoch = stored.get("leaseEpoch")
+        if self._ended_epoch is not None:
+            carried["leaseEpoch"] = self._ended_epoch
         self.state = AgentState(self.engine.initial_state(run, carried))
         self._stored_state = json.dumps(run.state, default=str)
         self._buffer = _Buffer()
@@ -220,7 +225,9 @@ class Activation:
     # --- the activation itself ----------------------------------------------------------
 
     async def execute(self) -> ActivationResult:
-        from cadenza.context import Context  # the context imports this module
+        # These modules import this one.
+        from cadenza._callbacks import expire_callbacks, next_callback_deadline
+        from cadenza.context import Context
 
         started = time.perf_counter()
         ctx = Context(self, "")
@@ -228,6 +235,8 @@ class Activation:
         try:
             if self.cancel_requested:
                 raise RunCancelled()
+            await self._lost_attempt()
+            expire_callbacks(self)
             if self.definition.takes_input:
                 value = await self.codec.decode(
                     self.run.input, self.definition.input_type, what="the run's input"
@@ -258,14 +267,18 @@ class Activation:
 
         wake_at = None
         if outcome is None:
-            known = [t for t in self._wake_times if t is not None]
+            # A callback the workflow has not awaited yet still times out on time.
+            known = [t for t in (*self._wake_times, next_callback_deadline(self)) if t]
             wake_at = min(known) if known else None
         self.note(
             HistoryEventType.INVOCATION_COMPLETED,
             replayed=self.replayed,
             executed=self.executed,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            epoch=self.run.lease_epoch,
+            worker=self.run.lease_owner,
         )
+        self.state.to_dict().setdefault("metadata", {})["leaseEpoch"] = self.run.lease_epoch
         async with self._lock:
             if self._failure is not None:
                 return self._aborted(self._failure.cause)
@@ -288,6 +301,45 @@ class Activation:
         )
 
     # --- internals ----------------------------------------------------------------------
+
+    async def _lost_attempt(self) -> None:
+        """Record the end of an earlier attempt that never recorded it (its worker died or
+        lost the run mid-way), so the history says why work after its last checkpoint runs
+        again. Every activation ends with an InvocationCompleted naming its lease epoch; the
+        history is read only when the stored document says the previous epoch did not."""
+        epoch = self.run.lease_epoch
+        if epoch <= 1 or self._ended_epoch == epoch - 1:
+            return
+        history = await self.engine.store.history(self.run.run_id)
+        ended = [e for e in history if e.type == HistoryEventType.INVOCATION_COMPLETED]
+        if ended and "epoch" not in ended[-1].details:
+            return  # recorded before activations named their epoch: nothing to compare
+        since = ended[-1].seq if ended else 0
+        later = [e for e in history if e.seq > since]
+        # Claims and retries (a redrive) are what move the epoch on; a claim whose end is
+        # not recorded is a lost attempt.
+        redrives = sum(1 for e in later if e.type == HistoryEventType.EXECUTION_REDRIVEN)
+        lost = epoch - 1 - redrives - (int(ended[-1].details["epoch"]) if ended else 0)
+        if lost <= 0:
+            return
+        worker = next(
+            (str(e.details["worker"]) for e in reversed(later) if e.details.get("worker")), None
+        )
+        who = f"the worker {worker}" if worker else "the worker that held the run"
+        error = ErrorInfo(
+            "LeaseLost",
+            f"{who} stopped without checkpointing (lease epoch {epoch - 1}): its lease"
+            f" expired, or was handed back, before {self.run.lease_owner} claimed the run"
+            f" at {iso(self.now())}; what it had not checkpointed runs again. That worker's"
+            " logs tell why it stopped",
+        )
+        self.note(
+            HistoryEventType.INVOCATION_COMPLETED,
+            epoch=epoch - 1,
+            worker=worker,
+            lost_attempts=lost if lost > 1 else None,
+            error={"type": error.type, "message": error.message},
+        )
 
     def _failed(self, exc: BaseException) -> RunOutcome:
         error = ErrorInfo.from_exception(exc)

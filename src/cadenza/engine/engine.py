@@ -11,12 +11,12 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from cadenza._callbacks import check_payload
-from cadenza.clock import Clock, iso
+from cadenza.clock import Clock, iso, parse_iso
 from cadenza.engine import _recovery
 from cadenza.engine.activation import Activation, ActivationResult
 from cadenza.errors import (
@@ -35,6 +35,7 @@ from cadenza.errors import (
 from cadenza.history import HistoryEvent, HistoryEventType
 from cadenza.ports.artifact_store import ArtifactStore
 from cadenza.ports.run_store import (
+    CallbackKind,
     CallbackRecord,
     CallbackResolution,
     CallbackStatus,
@@ -58,6 +59,35 @@ MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 Listener = Callable[[RunRecord, Checkpoint], None]
 StreamListener = Callable[[str, str, str], None]
 ActivityListener = Callable[[RunRecord, HistoryEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCallback:
+    """Something a run waits on from outside: a callback (with the ``token`` that
+    completes it) or an event matching ``pattern``."""
+
+    run_id: str
+    op_id: str
+    name: str
+    kind: CallbackKind
+    expires_at: datetime | None = None
+    token: str | None = None
+    payload_schema: dict[str, Any] | None = None
+    pattern: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The wait as ``cadenza runs show --json`` lists it (absent fields left out)."""
+        data: dict[str, Any] = {
+            "run_id": self.run_id,
+            "op_id": self.op_id,
+            "name": self.name,
+            "kind": str(self.kind),
+            "expires_at": self.expires_at,
+        }
+        for key in ("token", "payload_schema", "pattern"):
+            if (value := getattr(self, key)) is not None:
+                data[key] = value
+        return data
 
 
 class Engine:
@@ -276,12 +306,25 @@ class Engine:
         )
         now = self.clock.now()
         retry_at = now + timedelta(seconds=60)
+        # The parked claim ended on purpose: the next activation must not take it for a
+        # worker that died (see Activation._lost_attempt).
+        parked = HistoryEvent(
+            0,
+            HistoryEventType.INVOCATION_COMPLETED,
+            now,
+            details={
+                "epoch": run.lease_epoch,
+                "worker": run.lease_owner,
+                "parked": f"workflow {run.workflow} v{run.version} is not registered here",
+            },
+        )
         await self.store.commit(
             Checkpoint(
                 run.run_id,
                 run.lease_owner or "",
                 run.lease_epoch,
                 now,
+                history=[parked],
                 suspend=True,
                 wake_at=retry_at,
             )
@@ -365,6 +408,40 @@ class Engine:
         callback = await self.callback_for(token)
         info = ErrorInfo(type=error, message=message or f"{error} (from the callback)")
         return await self._complete(callback, CallbackStatus.FAILED, error=info)
+
+    async def pending_callbacks(self, run: RunRecord | str) -> list[PendingCallback]:
+        """What a run and its open child runs wait on from outside, oldest run first; each
+        callback with a fresh token for it (a token is a signature, so issuing one again
+        stores nothing and completes the same callback)."""
+        waits: list[PendingCallback] = []
+        runs = [await self.store.get_run(run) if isinstance(run, str) else run]
+        while runs:
+            current = runs.pop(0)
+            if current.status.terminal:
+                continue
+            journal = {op.op_id: op for op in await self.store.load_journal(current.run_id)}
+            for cb in await self.store.load_callbacks(current.run_id):
+                if cb.status != CallbackStatus.PENDING or cb.kind == CallbackKind.INVOKE:
+                    continue  # a child run's end completes an INVOKE: its own waits are listed
+                op = journal.get(cb.op_id)
+                token = None
+                if cb.kind == CallbackKind.CALLBACK and op is not None:
+                    expires = parse_iso(op.data["token_expires_at"])
+                    token = self.tokens.issue(cb.callback_id, current.run_id, cb.op_id, expires)
+                waits.append(
+                    PendingCallback(
+                        run_id=current.run_id,
+                        op_id=cb.op_id,
+                        name=op.name if op else cb.op_id,
+                        kind=cb.kind,
+                        expires_at=cb.deadline(),
+                        token=token,
+                        payload_schema=cb.payload_schema,
+                        pattern=cb.pattern,
+                    )
+                )
+            runs.extend(await self.store.list_runs(parent_run_id=current.run_id, limit=1000))
+        return waits
 
     async def heartbeat_callback(self, token: str) -> CallbackRecord:
         callback = await self.callback_for(token)

@@ -22,10 +22,11 @@ from cadenza.engine.engine import Engine
 from cadenza.engine.worker import drive
 from cadenza.ports.run_store import CallbackKind, CallbackStatus, RunRecord, RunStore
 from cadenza.retry import RetryPolicy
+from cadenza.testing._memory_store import InMemoryRunStore
 from cadenza.testing.scripted_model import ScriptedModel, ScriptExhausted
 from cadenza.workflow import WorkflowDefinition
 
-__all__ = ["FakeClock", "ScriptExhausted", "ScriptedModel", "TestEnvironment"]
+__all__ = ["FakeClock", "InMemoryRunStore", "ScriptExhausted", "ScriptedModel", "TestEnvironment"]
 
 
 class TestEnvironment:
