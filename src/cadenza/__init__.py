@@ -11,6 +11,7 @@ from cadenza.clock import Clock
 from cadenza.config import open_engine
 from cadenza.context import Callback, Context
 from cadenza.engine import Engine, Worker, drive
+from cadenza.engine._replay_check import ReplayCheckResult
 from cadenza.engine.engine import PendingCallback
 from cadenza.errors import (
     AgentError,
@@ -70,7 +71,7 @@ from cadenza.errors import (
 from cadenza.events import Event, compile_pattern
 from cadenza.operations import StepContext, StepSemantics, WaitDecision, poll_until
 from cadenza.ports.run_store import Rule, RunOrigin, RunRecord, RunStatus
-from cadenza.retry import RetryPolicy
+from cadenza.retry import JitterStrategy, RetryDecision, RetryPolicy
 from cadenza.state import AgentState, AgentStatus
 from cadenza.workflow import WorkflowDefinition, workflow
 
@@ -111,6 +112,7 @@ __all__ = [
     "InvalidInput",
     "InvocationFailed",
     "ItemStatus",
+    "JitterStrategy",
     "LeaseLost",
     "MissingDependency",
     "ModelError",
@@ -125,6 +127,8 @@ __all__ = [
     "PatternError",
     "PayloadTooLarge",
     "PendingCallback",
+    "ReplayCheckResult",
+    "RetryDecision",
     "RetryPolicy",
     "Rule",
     "RunAlreadyExists",

@@ -8,8 +8,9 @@ state document) and returns the recorded result; abandoned branches stay abandon
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cadenza.batch import BatchItem, BatchResult, CompletionConfig, CompletionReason, ItemStatus
@@ -24,14 +25,99 @@ if TYPE_CHECKING:
     from cadenza.context import Context
 
 
-def check_branch(fn: Any, shape: str, what: str) -> None:
-    """Refuse, at the call, a branch that cannot be called as ``shape`` (``fn(ctx)`` or
-    ``fn(ctx, item)``), rather than fail every item of the batch the same way."""
+MAP_SHAPES = ("fn(ctx, item)", "fn(ctx, item, index)", "fn(ctx, item, index, items)")
+
+
+def map_branches(
+    items: list[Any],
+    fn: Callable[..., Awaitable[Any]],
+    item_namer: Callable[[Any, int], str] | None,
+    what: str,
+) -> tuple[list[Callable[[Context], Awaitable[Any]]], list[str] | None]:
+    """The branch of each item, called with as many of (item, index, items) as ``fn``
+    takes, and the child context name ``item_namer`` gives each item (None: defaults)."""
+    arity = map_arity(fn, what)
+    branches: list[Callable[[Context], Awaitable[Any]]] = [
+        functools.partial(_call_with_item, fn, (item, index, items)[: arity - 1])
+        for index, item in enumerate(items)
+    ]
+    if item_namer is None:
+        return branches, None
+    if not callable(item_namer):
+        raise WorkflowDefinitionError(
+            f"item_namer of {what} must be a function called as item_namer(item, index)"
+            f" that returns the item's name; got {type(item_namer).__name__}"
+        )
+    names = []
+    for index, item in enumerate(items):
+        item_name = item_namer(item, index)
+        if not isinstance(item_name, str) or not item_name:
+            raise WorkflowDefinitionError(
+                f"item_namer of {what} returned {item_name!r} for item {index}; it must"
+                " return a non-empty str, the name of the item's child context"
+            )
+        names.append(item_name)
+    return branches, names
+
+
+def parallel_branches(
+    branches: Sequence[Callable[[Context], Awaitable[Any]]]
+    | Mapping[str, Callable[[Context], Awaitable[Any]]],
+    what: str,
+) -> tuple[list[Callable[[Context], Awaitable[Any]]], list[str] | None]:
+    """The branches of ``ctx.parallel`` in order, and their names when given as a mapping."""
+    if isinstance(branches, Mapping):
+        names = list(branches)
+        for key in names:
+            if not isinstance(key, str) or not key:
+                raise WorkflowDefinitionError(
+                    f"{what} takes named branches as {{name: branch}} with non-empty str"
+                    f" names; got the name {key!r}"
+                )
+            check_branch(branches[key], "fn(ctx)", f"branch {key!r} of {what}")
+        return list(branches.values()), names
+    listed = list(branches)
+    for index, branch in enumerate(listed):
+        check_branch(branch, "fn(ctx)", f"branch {index} of {what}")
+    return listed, None
+
+
+def map_arity(fn: Any, what: str) -> int:
+    """How many arguments ``fn`` takes of (ctx, item, index, items): 2, 3 or 4."""
+    others = f" (or {', '.join(MAP_SHAPES[1:])})"
+    if not callable(fn):
+        check_branch(fn, MAP_SHAPES[0], what, others)  # says what to pass instead
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a callable that hides its signature
+        return 2
+    kinds = [p.kind for p in parameters]
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return 4
+    positional = sum(
+        k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for k in kinds
+    )
+    arity = min(max(positional, 2), 4)
+    check_branch(fn, MAP_SHAPES[arity - 2], what, others)  # e.g. a fifth parameter without default
+    return arity
+
+
+async def _call_with_item(
+    fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], ctx: Context
+) -> Any:
+    return await fn(ctx, *args)
+
+
+def check_branch(fn: Any, shape: str, what: str, others: str = "") -> None:
+    """Refuse, at the call, a branch that cannot be called as ``shape`` (``fn(ctx)``,
+    ``fn(ctx, item)``, …), rather than fail every item of the batch the same way;
+    ``others`` names the other shapes the caller accepts."""
     arity = shape.count(",") + 1
     if not callable(fn):
         raise WorkflowDefinitionError(
             f"{what} must be an async function called as {shape};"
-            f" got {type(fn).__name__} {repr(fn)[:60]}"
+            f" got {type(fn).__name__} {repr(fn)[:60]}{others}"
         )
     try:
         signature = inspect.signature(fn)
@@ -48,7 +134,7 @@ def check_branch(fn: Any, shape: str, what: str) -> None:
         takes = ", ".join(stars.get(p.kind, "") + p.name for p in signature.parameters.values())
         raise WorkflowDefinitionError(
             f"{what} is called as {shape}, but {name}({takes}) cannot be ({exc});"
-            f" define it as async def {shape.replace('fn', name)}"
+            f" define it as async def {shape.replace('fn', name)}{others.replace('fn', name)}"
         ) from None
 
 
@@ -60,12 +146,21 @@ async def run_batch(
     types: list[Any],
     max_concurrency: int | None,
     completion: CompletionConfig | None,
+    names: list[str] | None = None,
 ) -> BatchResult:
+    """``names`` names each branch's child context; by default ``<batch name>[<index>]``."""
     if max_concurrency is not None and max_concurrency < 1:
         raise WorkflowDefinitionError(f"{op_type} '{name}': max_concurrency must be >= 1")
     completion = completion or CompletionConfig()
     op_id, rec = ctx._begin(op_type, name)
     act = ctx._act
+    names = names or [f"{name}[{index}]" for index in range(len(branches))]
+    # A branch's name is part of its identity, as for any operation: a branch that ran
+    # under another name belongs to other code.
+    for index, child_name in enumerate(names):
+        child_rec = act.journal.get(f"{op_id}.{index + 1}")
+        if child_rec is not None and child_rec.name != child_name:
+            raise act.nondeterminism(child_rec.op_id, child_rec, str(OpType.CONTEXT), child_name)
     if rec is not None and rec.status.terminal:
         recorded = BatchResult.from_dict(
             await act.codec.decode(rec.result, what=f"the result of {op_type} '{name}'")
@@ -76,7 +171,7 @@ async def run_batch(
         await asyncio.gather(
             *(ctx._replay_child(f"{op_id}.{i + 1}", branches[i], ()) for i in finished)
         )
-        return typed_batch(recorded, types)
+        return typed_batch(recorded, types, names)
     if rec is None:
         rec = OpRecord(
             op_id,
@@ -112,7 +207,7 @@ async def run_batch(
             started.add(index)
             try:
                 outcomes[index] = await ctx._run_child(
-                    child_id, f"{name}[{index}]", branches[index], (), child_rec
+                    child_id, names[index], branches[index], (), child_rec
                 )
             except Suspend:
                 suspended = True
@@ -150,15 +245,15 @@ async def run_batch(
     for index in range(total):
         if index not in outcomes:
             status = ItemStatus.STARTED if index in started else ItemStatus.NOT_STARTED
-            items.append(BatchItem(index, status))
+            items.append(BatchItem(index, status, name=names[index]))
             continue
         ok, value = outcomes[index]
         if ok:
             # An item's result may be claim-checked: the batch records the value itself.
             data = await act.codec.decode(value, what=f"the result of {name}[{index}]")
-            items.append(BatchItem(index, ItemStatus.SUCCEEDED, data))
+            items.append(BatchItem(index, ItemStatus.SUCCEEDED, data, name=names[index]))
         else:
-            items.append(BatchItem(index, ItemStatus.FAILED, error=value))
+            items.append(BatchItem(index, ItemStatus.FAILED, error=value, name=names[index]))
     result = BatchResult(items, reason[0])
     first_failed = next((i for i in items if i.status == ItemStatus.FAILED and i.error), None)
     text = await act.codec.encode(result.to_dict(), what=f"the result of {op_type} '{name}'")
@@ -174,19 +269,22 @@ async def run_batch(
         not_started=result.not_started_count,
         first_error=brief(first_failed.error) if first_failed and first_failed.error else None,
     )
-    return typed_batch(result, types)
+    return typed_batch(result, types, names)
 
 
-def typed_batch(result: BatchResult, types: list[Any]) -> BatchResult:
+def typed_batch(result: BatchResult, types: list[Any], names: list[str]) -> BatchResult:
+    """The result with each item's value converted to its branch's return type, and each
+    item named as its branch is now (a result recorded before names were kept has none)."""
     items = [
         BatchItem(
             i.index,
             i.status,
-            convert(i.result, types[i.index], what=f"the result of item {i.index}"),
+            convert(i.result, types[i.index], what=f"the result of item {i.index}")
+            if i.status == ItemStatus.SUCCEEDED and i.index < len(types)
+            else i.result,
             i.error,
+            names[i.index] if i.index < len(names) else i.name,
         )
-        if i.status == ItemStatus.SUCCEEDED and i.index < len(types)
-        else i
         for i in result.items
     ]
     return BatchResult(items, result.completion_reason)

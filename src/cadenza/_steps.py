@@ -35,7 +35,7 @@ from cadenza.operations import (
     return_type,
     wants_step_context,
 )
-from cadenza.retry import RetryPolicy
+from cadenza.retry import RetryPolicy, RetryStrategy, decide
 
 if TYPE_CHECKING:
     from cadenza.context import Context
@@ -46,7 +46,7 @@ async def run_step(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     name: str | None,
-    retry: RetryPolicy | None,
+    retry: RetryPolicy | RetryStrategy | None,
     timeout: timedelta | None,
     semantics: StepSemantics,
 ) -> Any:
@@ -145,15 +145,16 @@ async def call_function(
 
 
 async def _step_failed(
-    ctx: Context, rec: OpRecord, exc: BaseException, policy: RetryPolicy
+    ctx: Context, rec: OpRecord, exc: BaseException, policy: RetryPolicy | RetryStrategy
 ) -> OpRecord:
     act = ctx._act
     act.count_error()
     info = ErrorInfo.from_exception(exc)
     if isinstance(exc, SerializationError):
         info = ErrorInfo(info.type, info.message, retryable=False, traceback=info.traceback)
-    if not isinstance(exc, SerializationError) and policy.should_retry(exc, rec.attempt):
-        due = act.now() + policy.delay(rec.attempt)
+    decision = decide(policy, exc, rec.attempt)
+    if decision.should_retry:
+        due = act.now() + decision.delay
         retrying = rec.evolve(
             status=OpStatus.PENDING, error=info, data={"next_attempt_at": iso(due)}
         )

@@ -78,6 +78,7 @@ class BatchItem:
     status: ItemStatus
     result: Any = None
     error: ErrorInfo | None = None
+    name: str | None = None  # the name of the item's child context
 
     @property
     def exception(self) -> OperationFailed | None:
@@ -157,6 +158,7 @@ class BatchResult:
                 {
                     "index": i.index,
                     "status": str(i.status),
+                    **({"name": i.name} if i.name is not None else {}),
                     **({"result": i.result} if i.status == ItemStatus.SUCCEEDED else {}),
                     **({"error": i.error.to_dict()} if i.error else {}),
                 }
@@ -173,6 +175,7 @@ class BatchResult:
                     status=ItemStatus(i["status"]),
                     result=i.get("result"),
                     error=ErrorInfo.from_dict(i["error"]) if i.get("error") else None,
+                    name=i.get("name"),
                 )
                 for i in data["items"]
             ],

@@ -9,16 +9,16 @@ Execution SDK for Python.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import random as _random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, overload
 
-from cadenza._batching import check_branch, run_batch
+from cadenza._batching import map_branches, parallel_branches, run_batch
 from cadenza._callbacks import await_callback, open_callback, payload_schema_of
+from cadenza._patches import patched as _patched
 from cadenza._steps import call_function, run_step
 from cadenza.batch import BatchResult, CompletionConfig
 from cadenza.clock import iso, parse_iso
@@ -50,7 +50,7 @@ from cadenza.ports.run_store import (
     RunRecord,
     RunStatus,
 )
-from cadenza.retry import RetryPolicy
+from cadenza.retry import RetryPolicy, RetryStrategy
 from cadenza.serde import convert
 from cadenza.state import AgentState
 from cadenza.workflow import WorkflowDefinition, lookup
@@ -134,10 +134,23 @@ class Context:
         on the state: whatever it does after its last operation was done already)."""
         return self._replay_only or self._op_id(self._ops + 1) in self._act.journal
 
+    def patched(self, change_id: str) -> bool:
+        """Whether this run takes the new branch of a code change named ``change_id``:
+        False for a run whose journal passed this point under the old code, True for every
+        other run (recorded, so that its replays keep taking the new branch)."""
+        return _patched(self, change_id)
+
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger that stays quiet while replaying, so each line is written once."""
-        return _ReplayAwareLogger(self)
+        return _ReplayAwareLogger(self, suppress_replay_logs=True)
+
+    def get_logger(
+        self, *, suppress_replay_logs: bool = True
+    ) -> logging.LoggerAdapter[logging.Logger]:
+        """The workflow's logger; with ``suppress_replay_logs=False`` it also writes while
+        replaying (each such line marked "(replay)"), to follow every activation."""
+        return _ReplayAwareLogger(self, suppress_replay_logs=suppress_replay_logs)
 
     def now(self) -> datetime:
         """The current time, recorded so that replay sees the same value."""
@@ -183,7 +196,7 @@ class Context:
         fn: Callable[[StepContext, *Ts], Awaitable[T]],
         *args: *Ts,
         name: str | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | RetryStrategy | None = None,
         timeout: timedelta | None = None,
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
     ) -> T: ...
@@ -194,7 +207,7 @@ class Context:
         fn: Callable[[*Ts], Awaitable[T]],
         *args: *Ts,
         name: str | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | RetryStrategy | None = None,
         timeout: timedelta | None = None,
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
     ) -> T: ...
@@ -205,7 +218,7 @@ class Context:
         fn: Callable[[StepContext, *Ts], T],
         *args: *Ts,
         name: str | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | RetryStrategy | None = None,
         timeout: timedelta | None = None,
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
     ) -> T: ...
@@ -216,7 +229,7 @@ class Context:
         fn: Callable[[*Ts], T],
         *args: *Ts,
         name: str | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | RetryStrategy | None = None,
         timeout: timedelta | None = None,
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
     ) -> T: ...
@@ -228,7 +241,7 @@ class Context:
         fn: Callable[..., Any],
         *args: Any,
         name: str | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | RetryStrategy | None = None,
         timeout: timedelta | None = None,
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
     ) -> Any:
@@ -308,7 +321,7 @@ class Context:
         name: str | None = None,
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | RetryStrategy | None = None,
         payload_type: Any = None,
     ) -> Any:
         """Create a callback, hand its token to ``submitter`` (a step), await the outcome
@@ -474,44 +487,42 @@ class Context:
     async def map(
         self,
         items: Sequence[Any],
-        fn: Callable[[Context, Any], Awaitable[Any]],
+        fn: Callable[..., Awaitable[Any]],
         *,
         name: str | None = None,
         max_concurrency: int | None = None,
         completion: CompletionConfig | None = None,
+        item_namer: Callable[[Any, int], str] | None = None,
     ) -> BatchResult:
-        """Run ``fn(child_ctx, item)`` for every item, each in its own child context."""
+        """Run ``fn(child_ctx, item)`` (or ``fn(child_ctx, item, index)``, or
+        ``fn(child_ctx, item, index, items)``) for every item, each in its own child
+        context, named ``item_namer(item, index)`` if given."""
         where = f" {name!r}" if name else ""
-        check_branch(fn, "fn(ctx, item)", f"the function of ctx.map{where}")
         items = list(items)
-        branches = [functools.partial(_call_with_item, fn, item) for item in items]
+        branches, names = map_branches(items, fn, item_namer, f"the function of ctx.map{where}")
         types = [return_type(fn)] * len(items)
+        batch_name = name or f"map:{callable_name(fn)}"
         return await run_batch(
-            self,
-            OpType.MAP,
-            name or f"map:{callable_name(fn)}",
-            branches,
-            types,
-            max_concurrency,
-            completion,
+            self, OpType.MAP, batch_name, branches, types, max_concurrency, completion, names
         )
 
     async def parallel(
         self,
-        branches: Sequence[Callable[[Context], Awaitable[Any]]],
+        branches: Sequence[Callable[[Context], Awaitable[Any]]]
+        | Mapping[str, Callable[[Context], Awaitable[Any]]],
         *,
         name: str | None = None,
         max_concurrency: int | None = None,
         completion: CompletionConfig | None = None,
     ) -> BatchResult:
-        """Run each ``branch(child_ctx)`` concurrently, each in its own child context."""
-        branches = list(branches)
-        for index, branch in enumerate(branches):
-            where = f" {name!r}" if name else ""
-            check_branch(branch, "fn(ctx)", f"branch {index} of ctx.parallel{where}")
-        types = [return_type(b) for b in branches]
+        """Run each ``branch(child_ctx)`` concurrently, each in its own child context; a
+        ``{name: branch}`` mapping names each branch's context after its key."""
+        where = f" {name!r}" if name else ""
+        listed, names = parallel_branches(branches, f"ctx.parallel{where}")
+        types = [return_type(b) for b in listed]
+        batch_name = name or "parallel"
         return await run_batch(
-            self, OpType.PARALLEL, name or "parallel", branches, types, max_concurrency, completion
+            self, OpType.PARALLEL, batch_name, listed, types, max_concurrency, completion, names
         )
 
     # --- child runs and conditions ------------------------------------------------------
@@ -681,6 +692,7 @@ class Context:
                 self._act.replayed += 1
         elif self._replay_only:
             raise self._act.nondeterminism_in_finished(self.id, op_id, f"{op_type} '{name}'")
+        self._act.check_stop(op_id, rec)
         return op_id, rec
 
     async def _outcome(self, rec: OpRecord, failure: type[OperationFailed], tp: Any) -> Any:
@@ -693,18 +705,16 @@ class Context:
 
 
 class _ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, suppress_replay_logs: bool) -> None:
         super().__init__(logging.getLogger(f"cadenza.workflow.{ctx.workflow.name}"), {})
         self._ctx = ctx
+        self._suppress = suppress_replay_logs
 
     def isEnabledFor(self, level: int) -> bool:
-        return not self._ctx.is_replaying and super().isEnabledFor(level)
+        if self._suppress and self._ctx.is_replaying:
+            return False
+        return super().isEnabledFor(level)
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[{self._ctx.run_id}] {msg}", kwargs
-
-
-async def _call_with_item(
-    fn: Callable[[Context, Any], Awaitable[Any]], item: Any, ctx: Context
-) -> Any:
-    return await fn(ctx, item)
+        marker = " (replay)" if self._ctx.is_replaying else ""
+        return f"[{self._ctx.run_id}]{marker} {msg}", kwargs

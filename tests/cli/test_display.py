@@ -143,7 +143,7 @@ async def _item(ctx: Context, item: int) -> int:
     return item
 
 
-async def _three(ctx: Context, item: int, extra: int) -> int:
+async def _three(ctx: Context, item: int, *, extra: int) -> int:
     return item + extra
 
 

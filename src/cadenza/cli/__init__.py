@@ -150,7 +150,7 @@ cli.add_command(callback_group)
 cli.add_command(events_group)
 cli.add_command(rules_group)
 
-for _name in ("models", "db", "examples", "doctor", "recover"):
+for _name in ("models", "db", "examples", "doctor", "recover", "replay_check"):
     # Command groups of optional parts register themselves when present.
     try:
         _module = importlib.import_module(f"cadenza.cli.{_name}")

@@ -90,7 +90,9 @@ async def fork(
         trace_id=uuid.uuid4().hex,
         origin=RunOrigin(run_id, from_op, state),
     )
-    run = run.evolve(state=engine.initial_state(run, {}))
+    # The copied journal took the branches the source's patch markers chose (ctx.patched).
+    patches = (source.state or {}).get("metadata", {}).get("patches")
+    run = run.evolve(state=engine.initial_state(run, {"patches": patches} if patches else {}))
     origin = {"run_id": run_id, "op_id": from_op}
     events = [
         HistoryEvent(

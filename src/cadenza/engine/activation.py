@@ -30,7 +30,7 @@ from cadenza.errors import (
     StoreError,
 )
 from cadenza.history import HistoryEvent, HistoryEventType
-from cadenza.journal import OpRecord
+from cadenza.journal import OpRecord, OpType
 from cadenza.ports.run_store import (
     CallbackRecord,
     CallbackResolution,
@@ -51,6 +51,10 @@ class Suspend(BaseException):
     """An operation cannot finish in this activation; the run will be woken later."""
 
 
+class ReplayEnd(Suspend):
+    """A replay check reached an operation the journal has no outcome for: stop there."""
+
+
 class Abort(BaseException):
     """The store refused a checkpoint; stop the activation without writing more."""
 
@@ -65,6 +69,13 @@ class Fatal(BaseException):
     def __init__(self, cause: NonDeterminismError) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+# In flight, these only read what the journal and the callbacks hold (a container replays
+# its children; a timer or callback applies its stored outcome): a check replays through.
+_REPLAY_IN_FLIGHT = frozenset(
+    {OpType.CONTEXT, OpType.MAP, OpType.PARALLEL, OpType.WAIT, OpType.CALLBACK, OpType.EVENT_WAIT}
+)
 
 
 @dataclass
@@ -106,8 +117,15 @@ class Activation:
         definition: WorkflowDefinition,
         journal: list[OpRecord],
         callbacks: list[CallbackRecord],
+        *,
+        check_only: bool = False,
     ) -> None:
         self.engine = engine
+        # A replay check replays the journal against the current code and stops at the
+        # first operation it would have to execute live; it never writes to the store.
+        self.check_only = check_only
+        self.divergence: tuple[str, str, str] | None = None  # op id, recorded, asked
+        self.outcome: RunOutcome | None = None
         self.run = run
         self.definition = definition
         self.journal = {op.op_id: op for op in journal}
@@ -129,15 +147,23 @@ class Activation:
         self._ended_epoch = stored.get("leaseEpoch")
         if self._ended_epoch is not None:
             carried["leaseEpoch"] = self._ended_epoch
+        # Patch markers (ctx.patched) take no journal position, so they live in the state
+        # and carry over: replay alone could not tell a marked run from an old one.
+        self.patches: set[str] = set(stored.get("patches") or ())
+        self.patch_memo: dict[str, bool] = {}
+        if self.patches:
+            carried["patches"] = sorted(self.patches)
         self.state = AgentState(self.engine.initial_state(run, carried))
         self._stored_state = json.dumps(run.state, default=str)
         self._buffer = _Buffer()
         self._lock = asyncio.Lock()
         self._failure: Abort | None = None
         self._wake_times: list[datetime | None] = []
-        self.cancel_requested = run.cancel_requested
+        self.cancel_requested = run.cancel_requested and not check_only
         self.replayed = 0
         self.executed = 0
+        self.check_value: Any = None
+        self.check_completed = False
 
     # --- used by operations -------------------------------------------------------------
 
@@ -187,14 +213,24 @@ class Activation:
         digest = hashlib.sha256("/".join((self.run.run_id, *parts)).encode()).digest()
         return str(uuid.UUID(bytes=digest[:16], version=4))
 
+    def check_stop(self, op_id: str, rec: OpRecord | None) -> None:
+        """In a replay check, stop before anything that would run live: an operation
+        without a record, or one in flight that would run something live (a step)."""
+        if not self.check_only:
+            return
+        if rec is None or (not rec.status.terminal and rec.type not in _REPLAY_IN_FLIGHT):
+            raise ReplayEnd()
+
     def nondeterminism(self, op_id: str, recorded: OpRecord, type: str, name: str) -> Fatal:
+        self.divergence = (op_id, f"{recorded.type} '{recorded.name}'", f"{type} '{name}'")
         return Fatal(
             NonDeterminismError(
                 f"run {self.run.run_id}, operation {op_id}: the journal recorded"
                 f" {recorded.type} '{recorded.name}' here but the workflow now asks for"
                 f" {type} '{name}'. The code of {self.definition.name} v"
                 f"{self.definition.version} changed in a way that breaks replay: deploy the"
-                " change as a new workflow version and keep this one for its running runs"
+                " change as a new workflow version and keep this one for its running runs, or"
+                " guard it with ctx.patched; 'cadenza replay-check' finds the runs it breaks"
             )
         )
 
@@ -202,6 +238,7 @@ class Activation:
         self, context_id: str, op_id: str | None = None, asked: str | None = None
     ) -> Fatal:
         what = f"asks for {asked} at {op_id}" if asked else "waits"
+        self.divergence = (op_id or context_id, "nothing (finished context)", asked or "a wait")
         return Fatal(
             NonDeterminismError(
                 f"run {self.run.run_id}: child context {context_id} finished in an earlier"
@@ -217,7 +254,7 @@ class Activation:
         async with self._lock:
             if self._failure is not None:
                 raise self._failure
-            if self._buffer:
+            if self._buffer and not self.check_only:
                 await self._commit(self._checkpoint())
         if self.cancel_requested:
             raise RunCancelled()
@@ -235,8 +272,9 @@ class Activation:
         try:
             if self.cancel_requested:
                 raise RunCancelled()
-            await self._lost_attempt()
-            expire_callbacks(self)
+            if not self.check_only:
+                await self._lost_attempt()
+                expire_callbacks(self)
             if self.definition.takes_input:
                 value = await self.codec.decode(
                     self.run.input, self.definition.input_type, what="the run's input"
@@ -248,6 +286,9 @@ class Activation:
                 from cadenza.serde import convert
 
                 result = convert(result, self.definition.output_type, what="the result")
+            if self.check_only:  # encoding could write an artifact: keep the value
+                self.check_value, self.check_completed = result, True
+                raise ReplayEnd()
             text = await self.codec.encode(result, what="the workflow's result")
             outcome = RunOutcome(RunStatus.SUCCEEDED, result=text)
             self.state.status = self.state.get("status") or AgentStatus.COMPLETED
@@ -265,6 +306,15 @@ class Activation:
         except (Exception, SerializationError) as exc:
             outcome = self._failed(exc)
 
+        self.outcome = outcome
+        if self.check_only:
+            return ActivationResult(
+                self.run.run_id,
+                outcome.status if outcome else None,
+                replayed=self.replayed,
+                executed=self.executed,
+                error=outcome.error if outcome else None,
+            )
         wake_at = None
         if outcome is None:
             # A callback the workflow has not awaited yet still times out on time.

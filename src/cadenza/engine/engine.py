@@ -17,7 +17,7 @@ from typing import Any
 
 from cadenza._callbacks import check_payload
 from cadenza.clock import Clock, iso, parse_iso
-from cadenza.engine import _recovery
+from cadenza.engine import _recovery, _replay_check
 from cadenza.engine.activation import Activation, ActivationResult
 from cadenza.errors import (
     CallbackAlreadyCompleted,
@@ -482,6 +482,13 @@ class Engine:
         ``by`` says who asked, in the run's history (default: this engine).
         """
         return await _recovery.retry(self, run_id, version, by or self.owner)
+
+    async def replay_check(
+        self, workflow: WorkflowDefinition, *, limit: int = 50
+    ) -> list[_replay_check.ReplayCheckResult]:
+        """Replay the journals of ``workflow``'s newest runs against the current code,
+        without executing or writing anything, and tell which would hit non-determinism."""
+        return await _replay_check.replay_check(self, workflow, limit=limit)
 
     async def fork(
         self,
