@@ -58,7 +58,7 @@ def test_retry_after_a_failure_reruns_only_what_failed(cli: Cli) -> None:
     assert effects(cli) == Counter({"research": 1, "write": 3})
 
     events = [e["type"] for e in cli("runs", "history", run_id, "--json").json()]
-    assert events.count("ExecutionRedriven") == 2 and events[-2] == "ExecutionSucceeded"
+    assert events.count("ExecutionRedriven") == 2 and events[-1] == "ExecutionSucceeded"
     refused = cli("runs", "retry", run_id, code=5)
     assert "nothing to retry" in refused.err and f"cadenza runs fork {run_id}" in refused.err
     assert "r-missing" in cli("runs", "retry", "r-missing", code=3).err

@@ -442,3 +442,23 @@ async def test_a_retried_run_records_no_lost_attempt(env: TestEnvironment) -> No
     assert await env.result(run) == "up"
     details = ends(await env.engine.store.history(run.run_id))
     assert len(details) == 2 and all("error" not in d for d in details)
+
+
+@workflow(name="t-aws-terminal-last")
+async def terminal_last(ctx: Context, fail: bool) -> str:
+    await ctx.step(lambda: "done", name="work")
+    if fail:
+        raise ValueError("broken on purpose")
+    return "ok"
+
+
+@pytest.mark.parametrize(
+    ("fail", "terminal"), [(False, "ExecutionSucceeded"), (True, "ExecutionFailed")]
+)
+async def test_the_terminal_execution_event_comes_last(
+    env: TestEnvironment, fail: bool, terminal: str
+) -> None:
+    run = await env.run(terminal_last, fail)
+    types = [str(e.type) for e in await env.engine.store.history(run.run_id)]
+    assert types[-2:] == ["InvocationCompleted", terminal]
+    assert types.count(terminal) == 1

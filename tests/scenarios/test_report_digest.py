@@ -37,12 +37,12 @@ DOCKS = {
 class Analyst(ScriptedModel):
     """Answers each report with its themes and a finding, counting calls in flight."""
 
-    def __init__(self, *, fail_on: str | None = None) -> None:
+    def __init__(self, *, fail_on: str | None = None, disputes: Any = None) -> None:
         super().__init__(name="scripted:analyst", default=self.extract, delay=0.01)
         self.in_flight = self.peak = 0
         if fail_on:
             self.on(fail_on, ModelResponseError("the reply was cut off"))
-        self.on("contradict each other", {"contradictions": [DOCKS]})
+        self.on("contradict each other", disputes or {"contradictions": [DOCKS]})
 
     async def request(self, req: ModelRequest) -> Any:
         self.in_flight += 1
@@ -127,3 +127,15 @@ async def test_more_than_half_the_branches_failing_fails_the_run(env: TestEnviro
     assert run.status == RunStatus.FAILED
     assert run.error is not None and run.error.type == "PatternError"
     assert "branches succeeded" in run.error.message and "cut off" in run.error.message
+
+
+async def test_contradictions_the_model_cannot_shape_leave_the_digest_standing(
+    env: TestEnvironment,
+) -> None:
+    # A small model that never fills the contradictions schema: every repair fails too.
+    analyst = Analyst(disputes={"topics": "the docks"})
+    analyst.on("did not match the required JSON schema", {"topics": "the docks, again"})
+    result = await digest(env, analyst)
+    assert result["succeeded"] == 10 and counts(result)["ridership"] == 4
+    assert result["contradictions"] == []
+    assert "'contradictions' is a required property" in result["contradictions_unresolved"]

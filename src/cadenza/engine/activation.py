@@ -292,7 +292,6 @@ class Activation:
             text = await self.codec.encode(result, what="the workflow's result")
             outcome = RunOutcome(RunStatus.SUCCEEDED, result=text)
             self.state.status = self.state.get("status") or AgentStatus.COMPLETED
-            self.note(HistoryEventType.EXECUTION_SUCCEEDED, result=preview(text))
         except Suspend:
             outcome = None
         except Abort as abort:
@@ -302,7 +301,6 @@ class Activation:
         except RunCancelled:
             error = ErrorInfo(type="RunCancelled", message=f"run {self.run.run_id} was cancelled")
             outcome = RunOutcome(RunStatus.CANCELLED, error=error)
-            self.note(HistoryEventType.EXECUTION_CANCELLED)
         except (Exception, SerializationError) as exc:
             outcome = self._failed(exc)
 
@@ -328,6 +326,8 @@ class Activation:
             epoch=self.run.lease_epoch,
             worker=self.run.lease_owner,
         )
+        if outcome is not None:  # as in AWS's history, the terminal Execution event is last
+            self._note_outcome(outcome)
         self.state.to_dict().setdefault("metadata", {})["leaseEpoch"] = self.run.lease_epoch
         async with self._lock:
             if self._failure is not None:
@@ -394,8 +394,16 @@ class Activation:
     def _failed(self, exc: BaseException) -> RunOutcome:
         error = ErrorInfo.from_exception(exc)
         self.state.status = AgentStatus.FAILED
-        self.note(HistoryEventType.EXECUTION_FAILED, error=error.to_dict())
         return RunOutcome(RunStatus.FAILED, error=error)
+
+    def _note_outcome(self, outcome: RunOutcome) -> None:
+        if outcome.status == RunStatus.SUCCEEDED:
+            self.note(HistoryEventType.EXECUTION_SUCCEEDED, result=preview(outcome.result or ""))
+        elif outcome.status == RunStatus.CANCELLED:
+            self.note(HistoryEventType.EXECUTION_CANCELLED)
+        else:
+            error = outcome.error.to_dict() if outcome.error else None
+            self.note(HistoryEventType.EXECUTION_FAILED, error=error)
 
     def _aborted(self, cause: CadenzaError) -> ActivationResult:
         return ActivationResult(

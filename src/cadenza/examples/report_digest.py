@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from cadenza import CompletionConfig, Context, workflow
+from cadenza import CompletionConfig, Context, StructuredOutputError, workflow
 from cadenza.agents import generate
 from cadenza.models import ModelRequest
 from cadenza.patterns import Branch, Scatter
@@ -101,15 +101,22 @@ async def report_digest(ctx: Context, request: DigestRequest) -> dict[str, Any]:
         f"[{name}]\n" + "\n".join(f"- {f}" for f in found.findings)
         for name, found in insights.items()
     )
-    disputed: dict[str, Any] = await generate(
-        ctx,
-        request.model,
-        f"Findings of {len(insights)} field reports about one bike share:\n\n{listing}\n\n"
-        "Where do these reports contradict each other? For each contradiction give the"
-        " topic, the reports (by their [name]) and what each one claims.",
-        contradictions_schema(list(insights)),
-        name="contradictions",
-    )
+    unresolved: str | None = None
+    try:
+        disputed: dict[str, Any] = await generate(
+            ctx,
+            request.model,
+            f"Findings of {len(insights)} field reports about one bike share:\n\n{listing}\n\n"
+            "Where do these reports contradict each other? For each contradiction give the"
+            " topic, the reports (by their [name]) and what each one claims.",
+            contradictions_schema(list(insights)),
+            name="contradictions",
+        )
+        contradictions = disputed["contradictions"]
+    except StructuredOutputError as exc:
+        # The themes and findings stand on their own; a model that cannot fill the
+        # contradictions schema leaves that part empty, and the digest says why.
+        contradictions, unresolved = [], str(exc)
     return {
         "reports": len(reports),
         "succeeded": len(scattered.succeeded),
@@ -117,6 +124,7 @@ async def report_digest(ctx: Context, request: DigestRequest) -> dict[str, Any]:
             {"report": b.name, "error": f"{b.error_type}: {b.error}"} for b in scattered.failed
         ],
         "themes": themes,
-        "contradictions": disputed["contradictions"],
+        "contradictions": contradictions,
+        **({"contradictions_unresolved": unresolved} if unresolved else {}),
         "findings": {name: found.findings for name, found in insights.items()},
     }
