@@ -25,13 +25,6 @@ MIB = 1024 * 1024
 PATTERN = '{"detail-type": ["signup"]}'
 
 
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    home = tmp_path / "home"
-    home.mkdir()
-    return Cli(home)
-
-
 def refused(result: Result, message: str) -> None:
     assert "Traceback" not in result.err, result.err
     assert result.err.startswith("error: "), result.err

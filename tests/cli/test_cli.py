@@ -15,12 +15,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CADENZA = str(Path(sys.executable).with_name("cadenza"))
@@ -93,24 +90,6 @@ class Cli:
             return []
         lines = [json.loads(line) for line in path.read_text().splitlines()]
         return [(line["action"], line["kind"]) for line in lines]
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    home = tmp_path / "home"
-    home.mkdir()
-    return Cli(home)
-
-
-@pytest.fixture
-def stop_worker() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Workers a test started are killed at its end, whatever happened."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def _token(result: Result) -> str:

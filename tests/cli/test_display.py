@@ -8,7 +8,6 @@ Each test runs the real command as a subprocess (see ``test_cli.Cli``).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,13 +29,6 @@ SHOWN = [
     "SUCCEEDED\\x1b[0m\\rover\\x07\\u202eevil",
     ":warning:",  # an emoji code stays text
 ]
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    home = tmp_path / "home"
-    home.mkdir()
-    return Cli(home)
 
 
 def assert_literal(result: Result, *, where: str = "both") -> None:

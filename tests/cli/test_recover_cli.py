@@ -11,32 +11,11 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from tests.cli.test_cli import Cli
 
 MODULE = "tests.cli.recover_workflows"
 REPORT = f"{MODULE}:report"
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    home = tmp_path / "home"
-    home.mkdir()
-    return Cli(home)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def effects(cli: Cli) -> Counter[str]:
@@ -65,14 +44,14 @@ def test_retry_after_a_failure_reruns_only_what_failed(cli: Cli) -> None:
 
 
 def test_detached_retry_leaves_the_run_to_a_worker(
-    cli: Cli, workers: list[subprocess.Popen[bytes]]
+    cli: Cli, stop_worker: list[subprocess.Popen[bytes]]
 ) -> None:
     (cli.home / "broken").touch()
     run_id = cli("run", REPORT, "--input", '"kelp"', "--json", code=1).json()["run_id"]
     (cli.home / "broken").unlink()
     pending = cli("runs", "retry", run_id, "--detach", "--json").json()
     assert pending["status"] == "PENDING" and "error" not in pending
-    workers.append(cli.worker())
+    stop_worker.append(cli.worker())
     shown = cli.wait_for(run_id, "SUCCEEDED")
     assert shown["result"] == "report from notes on kelp"
     assert effects(cli) == Counter({"research": 1, "write": 2})
@@ -110,13 +89,13 @@ def test_fork_replays_up_to_an_operation_and_shows_where_it_came_from(cli: Cli) 
 
 
 def test_retry_and_fork_after_a_worker_was_killed_mid_step(
-    cli: Cli, workers: list[subprocess.Popen[bytes]]
+    cli: Cli, stop_worker: list[subprocess.Popen[bytes]]
 ) -> None:
     (cli.home / "hang").touch()
     run_id = cli("run", f"{MODULE}:slow_report", "--input", '"tides"', "--detach", "--json")
     run_id = run_id.json()["run_id"]
     worker = cli.worker("--lease", "1")
-    workers.append(worker)
+    stop_worker.append(worker)
     deadline = time.monotonic() + 30
     while effects(cli)["slow"] < 1:
         assert time.monotonic() < deadline, "the worker never reached the slow step"
