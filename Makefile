@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,postgres,aws,local,openai,anthropic,mcp,webhook,embeddings
+EXTRAS := dev,postgres,aws,local,openai,anthropic,mcp,webhook,embeddings,service,otel
 
 .PHONY: setup demo doctor test test-fast bench lint clean
 
@@ -26,6 +26,7 @@ doctor: setup
 
 test: setup
 	scripts/ensure-postgres.sh
+	scripts/ensure-chromium.sh
 	$(BIN)/pytest
 
 test-fast: setup

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CADENZA_HOME="${CADENZA_HOME:-.cadenza/demo}"
+port="${CADENZA_DEMO_PORT:-8765}"
+# Links in notifications point at the service this demo starts.
+export CADENZA_SERVICE_BASE_URL="http://127.0.0.1:$port"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TQDM_DISABLE=1
 cadenza=.venv/bin/cadenza
 py=.venv/bin/python
@@ -28,15 +31,59 @@ if [ "$status" != "SUSPENDED" ]; then
   echo "the run did not reach the approval step; see: $cadenza runs history $run" >&2
   exit 1
 fi
-token=$(field waiting_for.0.token < "$CADENZA_HOME.last.json")
 echo
-echo "== 2. The run waits for the editor, holding no process. The editor approves:"
-echo "   $cadenza callback succeed <token> --payload '{\"decision\": \"approve\"}'"
-"$cadenza" callback succeed "$token" --payload '{"decision": "approve"}'
-echo
+echo "== 2. The run waits for the editor, holding no process. Their notification (in"
+echo "   $CADENZA_HOME/notifications.log) carries a link of their own:"
+link=$(tail -n 1 "$CADENZA_HOME/notifications.log" | field links.0.url)
+echo "   $link"
+echo "   'cadenza serve' answers it; the editor opens it and approves:"
+"$cadenza" serve --port "$port" > "$CADENZA_HOME.serve.log" 2>&1 &
+serve=$!
+trap 'kill $serve 2>/dev/null || true' EXIT
+"$py" - "$link" <<'PY'
+import re
+import sys
+import time
+
+import httpx
+
+link = sys.argv[1]
+for _ in range(150):  # the server takes a moment to start
+    try:
+        page = httpx.get(link, timeout=5)
+        break
+    except httpx.TransportError:
+        time.sleep(0.2)
+else:
+    sys.exit("cadenza serve did not answer; see its log next to CADENZA_HOME (.serve.log)")
+title = re.search(r"<h1[^>]*>(.*?)</h1>", page.text, re.S)
+print(f"   GET  the link  -> {page.status_code}: {title[1].strip() if title else page.text[:80]}")
+answer = httpx.post(link, data={"decision": "approve", "comment": "Ship it."}, timeout=30)
+print(f"   POST 'Approve' -> {answer.status_code}")
+if answer.status_code != 200:
+    sys.exit(answer.text[:500])
+PY
+# The server's worker resumes the run and publishes the report.
+for _ in $(seq 1 120); do
+  status=$("$cadenza" runs show "$run" --json | field status)
+  [ "$status" = "SUCCEEDED" ] && break
+  sleep 1
+done
+kill "$serve" 2>/dev/null || true
+wait "$serve" 2>/dev/null || true
+if [ "$status" != "SUCCEEDED" ]; then
+  "$cadenza" runs show "$run"
+  echo "the run did not finish after the approval; see: $cadenza runs history $run" >&2
+  exit 1
+fi
 echo "== 3. The published report"
 cat "$CADENZA_HOME"/reports/"$run".md
 echo
-echo "Everything the run did: $cadenza runs history $run"
-echo "Its state document:     $cadenza runs state $run"
+key=$("$cadenza" keys create --name demo-operator --scope read --scope operate --scope approve \
+  --json | field key)
+echo
+echo "Everything the run did: $cadenza runs trace $run   (or: runs history, runs state)"
+echo "The web console:        CADENZA_HOME=$CADENZA_HOME $cadenza serve"
+echo "                        then open http://127.0.0.1:8000/ and sign in with the key"
+echo "                        $key"
 echo "The trip-booking saga:  $cadenza examples run trip-booking"

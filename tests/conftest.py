@@ -6,7 +6,7 @@ import pytest
 
 from cadenza.testing import FakeClock, TestEnvironment
 
-pytest_plugins = ["pytester", "tests._native"]
+pytest_plugins = ["pytester", "tests._native", "tests._aws"]
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from cadenza.clock import Clock
 from cadenza.config import open_engine
 from cadenza.context import Callback, Context
 from cadenza.engine import Engine, Worker, drive
+from cadenza.engine._instrumentation import Instrumentation
 from cadenza.engine._replay_check import ReplayCheckResult
 from cadenza.engine.engine import PendingCallback
 from cadenza.errors import (
@@ -53,6 +54,7 @@ from cadenza.errors import (
     RunFailed,
     RunNotFound,
     RunStateError,
+    ScheduleNotFound,
     SerializationError,
     StepFailed,
     StepInterrupted,
@@ -70,8 +72,17 @@ from cadenza.errors import (
 )
 from cadenza.events import Event, compile_pattern
 from cadenza.operations import StepContext, StepSemantics, WaitDecision, poll_until
-from cadenza.ports.run_store import Rule, RunOrigin, RunRecord, RunStatus
+from cadenza.ports.run_store import (
+    CatchUp,
+    Overlap,
+    Rule,
+    RunOrigin,
+    RunRecord,
+    RunStatus,
+    Schedule,
+)
 from cadenza.retry import JitterStrategy, RetryDecision, RetryPolicy
+from cadenza.serde import SerDes, SerDesContext
 from cadenza.state import AgentState, AgentStatus
 from cadenza.workflow import WorkflowDefinition, workflow
 
@@ -94,6 +105,7 @@ __all__ = [
     "CallbackTimedOut",
     "CallbackTokenError",
     "CallbackTokenExpired",
+    "CatchUp",
     "CheckpointConflict",
     "ChildContextFailed",
     "Client",
@@ -107,6 +119,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventWaitTimedOut",
+    "Instrumentation",
     "InvalidCallbackToken",
     "InvalidEventPattern",
     "InvalidInput",
@@ -124,6 +137,7 @@ __all__ = [
     "NonDeterminismError",
     "NotFound",
     "OperationFailed",
+    "Overlap",
     "PatternError",
     "PayloadTooLarge",
     "PendingCallback",
@@ -140,6 +154,10 @@ __all__ = [
     "RunRecord",
     "RunStateError",
     "RunStatus",
+    "Schedule",
+    "ScheduleNotFound",
+    "SerDes",
+    "SerDesContext",
     "SerializationError",
     "StepContext",
     "StepFailed",

@@ -1,8 +1,10 @@
 """``ctx.map`` and ``ctx.parallel``: run branches as child contexts under a concurrency cap
 until the completion rules decide, and record the index-ordered result.
 
-A batch whose record is final replays its finished branches (for their effects on the
-state document) and returns the recorded result; abandoned branches stay abandoned.
+A batch whose record is final returns the recorded result without calling any branch: its
+record holds what the whole batch changed in the state document. While a batch is still
+running, a finished branch is not called again either (its own record holds its result
+and its changes); only branches that have not finished run again.
 """
 
 from __future__ import annotations
@@ -10,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cadenza._signals import Abort, Fatal, Suspend
+from cadenza._state_changes import snapshot
 from cadenza.batch import BatchItem, BatchResult, CompletionConfig, CompletionReason, ItemStatus
-from cadenza.engine.activation import Abort, Fatal, Suspend
 from cadenza.errors import RunCancelled, WorkflowDefinitionError
 from cadenza.history import HistoryEventType as H
 from cadenza.journal import OpRecord, OpStatus, OpType
 from cadenza.operations import brief, callable_name
-from cadenza.serde import convert
+from cadenza.serde import SerDes, convert
 
 if TYPE_CHECKING:
     from cadenza.context import Context
@@ -147,13 +151,16 @@ async def run_batch(
     max_concurrency: int | None,
     completion: CompletionConfig | None,
     names: list[str] | None = None,
+    item_serdes: SerDes[Any] | None = None,
+    serdes: SerDes[Any] | None = None,
 ) -> BatchResult:
-    """``names`` names each branch's child context; by default ``<batch name>[<index>]``."""
+    """``names`` names each branch's child context; by default ``<batch name>[<index>]``.
+    ``item_serdes`` stores each item's result, ``serdes`` the whole BatchResult."""
     if max_concurrency is not None and max_concurrency < 1:
         raise WorkflowDefinitionError(f"{op_type} '{name}': max_concurrency must be >= 1")
     completion = completion or CompletionConfig()
     op_id, rec = ctx._begin(op_type, name)
-    act = ctx._act
+    act = ctx._runtime
     names = names or [f"{name}[{index}]" for index in range(len(branches))]
     # A branch's name is part of its identity, as for any operation: a branch that ran
     # under another name belongs to other code.
@@ -162,16 +169,24 @@ async def run_batch(
         if child_rec is not None and child_rec.name != child_name:
             raise act.nondeterminism(child_rec.op_id, child_rec, str(OpType.CONTEXT), child_name)
     if rec is not None and rec.status.terminal:
-        recorded = BatchResult.from_dict(
-            await act.codec.decode(rec.result, what=f"the result of {op_type} '{name}'")
+        what = f"the result of {op_type} '{name}'"
+        if "state_changes" in rec.data:
+            await ctx._restore_child(rec, _nothing, ())
+        else:  # recorded before batches kept their changes: replay the finished branches
+            legacy = BatchResult.from_dict(await act.codec.decode(rec.result, what=what))
+            finished = [
+                i.index
+                for i in legacy.items
+                if i.status in (ItemStatus.SUCCEEDED, ItemStatus.FAILED)
+            ]
+            await asyncio.gather(
+                *(ctx._replay_child(f"{op_id}.{i + 1}", branches[i], ()) for i in finished)
+            )
+        recorded = await _read_batch(ctx, rec, op_id, item_serdes, serdes, what)
+        return typed_batch(
+            recorded, types, names, convert_items=item_serdes is None and serdes is None
         )
-        finished = [
-            i.index for i in recorded.items if i.status in (ItemStatus.SUCCEEDED, ItemStatus.FAILED)
-        ]
-        await asyncio.gather(
-            *(ctx._replay_child(f"{op_id}.{i + 1}", branches[i], ()) for i in finished)
-        )
-        return typed_batch(recorded, types, names)
+    before = snapshot(act.state.to_dict())
     if rec is None:
         rec = OpRecord(
             op_id,
@@ -196,6 +211,26 @@ async def run_batch(
     # An item counts as started once it ran here or in an earlier activation (its child
     # context has a record); one the decision beat to a slot never started at all.
     started = {i for i in range(total) if f"{op_id}.{i + 1}" in act.journal}
+    # Items that finished in an earlier activation are not called again: their records
+    # give back their results and, in the order they finished, their state changes, before
+    # the unfinished items run again (whose writes then come after, as they did live).
+    earlier = {
+        i: child
+        for i in range(total)
+        if (child := act.journal.get(f"{op_id}.{i + 1}")) is not None
+        and child.status.terminal
+        and "state_changes" in child.data
+    }
+    for index, child in sorted(earlier.items(), key=lambda e: e[1].data.get("finished") or []):
+        await ctx._restore_child(child, _nothing, ())
+        ok = child.status == OpStatus.SUCCEEDED
+        outcomes[index] = (True, child.result) if ok else (False, child.error)
+    if earlier:
+        succeeded = sum(1 for ok, _ in outcomes.values() if ok)
+        verdict = completion.verdict(succeeded, len(outcomes) - succeeded, total)
+        if verdict is not None:
+            reason.append(verdict)
+            decided.set()
 
     async def run_item(index: int) -> None:
         nonlocal suspended, escape
@@ -207,7 +242,7 @@ async def run_batch(
             started.add(index)
             try:
                 outcomes[index] = await ctx._run_child(
-                    child_id, names[index], branches[index], (), child_rec
+                    child_id, names[index], branches[index], (), child_rec, item_serdes
                 )
             except Suspend:
                 suspended = True
@@ -222,7 +257,7 @@ async def run_batch(
             reason.append(verdict)
             decided.set()
 
-    tasks = [asyncio.create_task(run_item(i)) for i in range(total)]
+    tasks = [asyncio.create_task(run_item(i)) for i in range(total) if i not in earlier]
     waiter = asyncio.create_task(decided.wait())
     try:
         pending: set[asyncio.Task[Any]] = set(tasks)
@@ -242,22 +277,40 @@ async def run_batch(
             raise Suspend()
         reason.append(CompletionReason.ALL_COMPLETED)
     items = []
+    kept = []  # as the batch record keeps them: an item_serdes item as its stored text
     for index in range(total):
         if index not in outcomes:
             status = ItemStatus.STARTED if index in started else ItemStatus.NOT_STARTED
             items.append(BatchItem(index, status, name=names[index]))
+            kept.append(items[-1])
             continue
         ok, value = outcomes[index]
         if ok:
             # An item's result may be claim-checked: the batch records the value itself.
-            data = await act.codec.decode(value, what=f"the result of {name}[{index}]")
+            what = f"the result of {name}[{index}]"
+            data = await act.codec.decode_with(
+                value, item_serdes, f"{op_id}.{index + 1}", what=what
+            )
             items.append(BatchItem(index, ItemStatus.SUCCEEDED, data, name=names[index]))
+            if item_serdes is not None and serdes is None:
+                data = await act.codec.decode(value, what=what)
+            kept.append(BatchItem(index, ItemStatus.SUCCEEDED, data, name=names[index]))
         else:
             items.append(BatchItem(index, ItemStatus.FAILED, error=value, name=names[index]))
+            kept.append(items[-1])
     result = BatchResult(items, reason[0])
     first_failed = next((i for i in items if i.status == ItemStatus.FAILED and i.error), None)
-    text = await act.codec.encode(result.to_dict(), what=f"the result of {op_type} '{name}'")
-    done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now())
+    what = f"the result of {op_type} '{name}'"
+    if serdes is not None:
+        text = await act.codec.encode_with(result, serdes, op_id, what=what)
+    else:
+        text = await act.codec.encode(BatchResult(kept, reason[0]).to_dict(), what=what)
+    done = rec.evolve(
+        status=OpStatus.SUCCEEDED,
+        result=text,
+        ended_at=act.now(),
+        data={**rec.data, **await ctx._state_changes(before, name)},
+    )
     act.record(done)
     act.note(
         H.CONTEXT_SUCCEEDED,
@@ -269,12 +322,54 @@ async def run_batch(
         not_started=result.not_started_count,
         first_error=brief(first_failed.error) if first_failed and first_failed.error else None,
     )
-    return typed_batch(result, types, names)
+    return typed_batch(result, types, names, convert_items=item_serdes is None and serdes is None)
 
 
-def typed_batch(result: BatchResult, types: list[Any], names: list[str]) -> BatchResult:
-    """The result with each item's value converted to its branch's return type, and each
-    item named as its branch is now (a result recorded before names were kept has none)."""
+async def _nothing(ctx: Context) -> None:
+    """Stands for the function of a batch whose record holds its changes (never called)."""
+
+
+async def _read_batch(
+    ctx: Context,
+    rec: OpRecord,
+    op_id: str,
+    item_serdes: SerDes[Any] | None,
+    serdes: SerDes[Any] | None,
+    what: str,
+) -> BatchResult:
+    """The BatchResult a finished batch recorded, its items' values rebuilt."""
+    codec = ctx._runtime.codec
+    if serdes is not None:
+        result = await codec.decode_with(rec.result, serdes, op_id, what=what)
+        if not isinstance(result, BatchResult):
+            raise WorkflowDefinitionError(
+                f"{type(serdes).__name__}.deserialize returned {type(result).__name__} for"
+                f" {what}; the serdes of a batch must give back a BatchResult"
+            )
+        return result
+    recorded = BatchResult.from_dict(await codec.decode(rec.result, what=what))
+    if item_serdes is None:
+        return recorded
+    items = []
+    for item in recorded.items:
+        if item.status == ItemStatus.SUCCEEDED and isinstance(item.result, str):
+            # The batch keeps each item as the text its SerDes wrote, as a JSON string.
+            text = json.dumps(item.result)
+            child_id = f"{op_id}.{item.index + 1}"
+            value = await codec.decode_with(text, item_serdes, child_id, what=what)
+            item = BatchItem(item.index, item.status, value, item.error, item.name)
+        items.append(item)
+    return BatchResult(items, recorded.completion_reason)
+
+
+def typed_batch(
+    result: BatchResult, types: list[Any], names: list[str], *, convert_items: bool = True
+) -> BatchResult:
+    """The result with each item's value converted to its branch's return type (unless a
+    SerDes rebuilt it: ``convert_items`` False), and each item named as its branch is now
+    (a result recorded before names were kept has none)."""
+    if not convert_items:
+        types = [None] * len(types)
     items = [
         BatchItem(
             i.index,

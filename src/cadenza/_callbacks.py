@@ -18,6 +18,7 @@ from cadenza.errors import (
     ErrorInfo,
     EventWaitTimedOut,
     InvalidInput,
+    SerializationError,
     WorkflowDefinitionError,
 )
 from cadenza.history import HistoryEventType as H
@@ -31,8 +32,9 @@ from cadenza.ports.run_store import (
 )
 
 if TYPE_CHECKING:
+    from cadenza._runtime import Runtime
     from cadenza.context import Context
-    from cadenza.engine.activation import Activation
+    from cadenza.serde import SerDes
 
 #: Token lifetime of a callback that has no timeout of its own.
 DEFAULT_TOKEN_LIFETIME = timedelta(days=365)
@@ -49,7 +51,7 @@ async def open_callback(
     pattern: dict[str, Any] | None = None,
     payload_schema: dict[str, Any] | None = None,
 ) -> OpRecord:
-    act = ctx._act
+    act = ctx._runtime
     now = act.now()
     callback_id = act.deterministic_id("callback", op_id)
     attempt = 1
@@ -98,12 +100,14 @@ async def open_callback(
     return rec
 
 
-async def await_callback(ctx: Context, op_id: str, op_type: OpType, tp: Any = None) -> Any:
-    act = ctx._act
+async def await_callback(
+    ctx: Context, op_id: str, op_type: OpType, tp: Any = None, serdes: SerDes[Any] | None = None
+) -> Any:
+    act = ctx._runtime
     rec = act.journal[op_id]
     failure = CallbackFailed if op_type == OpType.CALLBACK else EventWaitTimedOut
     if rec.status.terminal:
-        return await ctx._outcome(rec, failure, tp)
+        return await ctx._outcome(rec, failure, tp, serdes)
     callback = act.callbacks[rec.data["callback_id"]]
     now = act.now()
     names = {
@@ -113,8 +117,8 @@ async def await_callback(ctx: Context, op_id: str, op_type: OpType, tp: Any = No
     if callback.status == CallbackStatus.SUCCEEDED:
         what = f"the payload of '{rec.name}'"
         try:
-            value = await act.codec.decode(callback.result, tp, what=what)
-        except InvalidInput as exc:
+            value = await act.codec.decode_with(callback.result, serdes, op_id, tp, what=what)
+        except (InvalidInput, SerializationError) as exc:
             # A payload that fails its type is the callback's failure, recorded as such,
             # so that a retry of the run opens the callback again.
             error = ErrorInfo.from_exception(exc)
@@ -177,7 +181,7 @@ def timeout_error(rec: OpRecord, callback: CallbackRecord) -> ErrorInfo:
     )
 
 
-def record_timeout(act: Activation, rec: OpRecord, callback: CallbackRecord) -> ErrorInfo:
+def record_timeout(act: Runtime, rec: OpRecord, callback: CallbackRecord) -> ErrorInfo:
     """Record that ``callback`` timed out: its operation fails, the history says so, and
     (while the store still holds it PENDING) the callback is resolved TIMED_OUT."""
     error = timeout_error(rec, callback)
@@ -190,7 +194,7 @@ def record_timeout(act: Activation, rec: OpRecord, callback: CallbackRecord) -> 
     return error
 
 
-def unawaited(act: Activation) -> list[tuple[OpRecord, CallbackRecord]]:
+def unawaited(act: Runtime) -> list[tuple[OpRecord, CallbackRecord]]:
     """The open callbacks of the run and their operations, whether or not the workflow
     awaits them now: a timeout falls due whatever the workflow is doing."""
     found = []
@@ -206,7 +210,7 @@ def unawaited(act: Activation) -> list[tuple[OpRecord, CallbackRecord]]:
     return found
 
 
-def expire_callbacks(act: Activation) -> None:
+def expire_callbacks(act: Runtime) -> None:
     """Record, as of now, the timeouts of open callbacks whose deadline has passed, so
     that history keeps the order in which things happened even when the workflow awaits
     such a callback only later (or never)."""
@@ -217,7 +221,7 @@ def expire_callbacks(act: Activation) -> None:
             record_timeout(act, rec, callback)
 
 
-def next_callback_deadline(act: Activation) -> datetime | None:
+def next_callback_deadline(act: Runtime) -> datetime | None:
     """The earliest deadline among the run's open callbacks (the run must wake then)."""
     deadlines = [d for _, cb in unawaited(act) if (d := cb.deadline()) is not None]
     return min(deadlines) if deadlines else None

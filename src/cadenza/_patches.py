@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def patched(ctx: Context, change_id: str) -> bool:
     if not change_id or not isinstance(change_id, str):
         raise WorkflowDefinitionError("ctx.patched needs a non-empty change id, e.g. 'v2-summary'")
-    act = ctx._act
+    act = ctx._runtime
     known = act.patch_memo.get(change_id)
     if known is not None:
         return known

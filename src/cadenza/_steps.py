@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from cadenza._signals import Abort, Fatal, Suspend
 from cadenza.clock import iso, parse_iso
-from cadenza.engine.activation import Abort, Fatal, Suspend
 from cadenza.errors import (
     ErrorInfo,
     RunCancelled,
@@ -36,6 +36,8 @@ from cadenza.operations import (
     wants_step_context,
 )
 from cadenza.retry import RetryPolicy, RetryStrategy, decide
+from cadenza.serde import SerDes
+from cadenza.telemetry._logging import log_context
 
 if TYPE_CHECKING:
     from cadenza.context import Context
@@ -49,14 +51,15 @@ async def run_step(
     retry: RetryPolicy | RetryStrategy | None,
     timeout: timedelta | None,
     semantics: StepSemantics,
+    serdes: SerDes[Any] | None = None,
 ) -> Any:
     name = name or callable_name(fn)
     op_id, rec = ctx._begin(OpType.STEP, name)
-    act = ctx._act
+    act = ctx._runtime
     result_type = return_type(fn)
     if rec is not None and rec.status.terminal:
-        return await ctx._outcome(rec, StepFailed, result_type)
-    policy = retry or act.engine.default_retry
+        return await ctx._outcome(rec, StepFailed, result_type, serdes)
+    policy = retry or act.default_retry
     started_at = rec.started_at if rec and rec.started_at else act.now()
     attempt = rec.attempt if rec else 0
     while True:
@@ -90,7 +93,9 @@ async def run_step(
         act.executed += 1
         try:
             value = await call_function(ctx, fn, args, rec, timeout)
-            text = await act.codec.encode(value, what=f"the result of step '{name}'")
+            text = await act.codec.encode_with(
+                value, serdes, op_id, what=f"the result of step '{name}'"
+            )
         except (Abort, Fatal, Suspend, RunCancelled, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -100,7 +105,9 @@ async def run_step(
         act.record(done)
         act.note(H.STEP_SUCCEEDED, done, attempt=attempt)
         await act.flush()
-        return await act.codec.decode(text, result_type, what=f"the result of step '{name}'")
+        return await act.codec.decode_with(
+            text, serdes, op_id, result_type, what=f"the result of step '{name}'"
+        )
 
 
 async def call_function(
@@ -112,9 +119,8 @@ async def call_function(
 ) -> Any:
     """Call a step's (or a condition check's) function for attempt ``rec``: a StepContext
     first when it asks for one, a sync function in a worker thread, within ``timeout``."""
-    act = ctx._act
+    act = ctx._runtime
     if wants_step_context(fn):
-        store = act.engine.artifacts
         step_ctx = StepContext(
             run_id=ctx.run_id,
             op_id=rec.op_id,
@@ -122,7 +128,8 @@ async def call_function(
             attempt=rec.attempt,
             idempotency_key=f"{ctx.run_id}/{rec.op_id}",
             logger=logging.getLogger(f"cadenza.step.{rec.name}"),
-            artifacts=store.for_run(ctx.run_id) if store is not None else None,
+            artifacts=act.run_artifacts(),
+            client=act.control_client(),
         )
         args = (step_ctx, *args)
     awaitable: Awaitable[Any]
@@ -131,10 +138,12 @@ async def call_function(
     else:
         awaitable = asyncio.to_thread(fn, *args)
     try:
-        if timeout is None:
-            value = await awaitable
-        else:
-            value = await asyncio.wait_for(awaitable, timeout.total_seconds())
+        # Instrumentations may make the attempt's span current while the function runs.
+        with act.attempt_scope(rec), log_context(op_id=rec.op_id):
+            if timeout is None:
+                value = await awaitable
+            else:
+                value = await asyncio.wait_for(awaitable, timeout.total_seconds())
     except TimeoutError:
         raise StepTimedOut(
             f"attempt {rec.attempt} of step '{rec.name}' did not finish within {timeout}"
@@ -147,7 +156,7 @@ async def call_function(
 async def _step_failed(
     ctx: Context, rec: OpRecord, exc: BaseException, policy: RetryPolicy | RetryStrategy
 ) -> OpRecord:
-    act = ctx._act
+    act = ctx._runtime
     act.count_error()
     info = ErrorInfo.from_exception(exc)
     if isinstance(exc, SerializationError):

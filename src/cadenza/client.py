@@ -23,10 +23,11 @@ import contextlib
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from cadenza import schedules
 from cadenza.clock import Clock
 from cadenza.config import open_engine
 from cadenza.engine._recovery import KEEP_INPUT
@@ -35,7 +36,15 @@ from cadenza.engine.worker import drive
 from cadenza.errors import InvalidCallbackToken, InvalidInput, RunStateError
 from cadenza.history import HistoryEvent
 from cadenza.ports.artifact_store import ArtifactStore
-from cadenza.ports.run_store import Checkpoint, RunRecord, RunStatus, RunStore
+from cadenza.ports.run_store import (
+    CatchUp,
+    Checkpoint,
+    Overlap,
+    RunRecord,
+    RunStatus,
+    RunStore,
+    Schedule,
+)
 from cadenza.workflow import WorkflowDefinition
 
 __all__ = ["Client", "RunHandle", "SyncClient", "SyncRunHandle"]
@@ -202,6 +211,73 @@ class Client:
         """Fail the callback ``token`` names: the workflow's wait raises CallbackFailed."""
         await self.engine.fail_callback(token, error=error, message=message)
 
+    async def put_schedule(
+        self,
+        name: str,
+        workflow: WorkflowDefinition,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        at: datetime | None = None,
+        expression: str | None = None,
+        input: Any = None,
+        pin_version: bool = False,
+        timezone: str = "UTC",
+        window: timedelta = timedelta(0),
+        catch_up: CatchUp = CatchUp.LATEST,
+        catch_up_limit: int = 10,
+        overlap: Overlap = Overlap.SKIP,
+        paused: bool = False,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+    ) -> Schedule:
+        """Create or replace the schedule ``name``: workers start ``workflow`` with
+        ``input`` at each tick of exactly one of ``cron`` (``"0 9 * * MON-FRI"``),
+        ``every`` (whole minutes), ``at`` (one time, local to ``timezone``) or
+        ``expression`` (``cron(...)``, ``rate(...)``, ``at(...)``). See docs/schedules.md.
+
+        >>> await client.put_schedule("daily-digest", digest, cron="0 7 * * *",
+        ...                           timezone="Europe/Lisbon", window=timedelta(minutes=10))
+        """
+        return await schedules.put_schedule(
+            self.engine,
+            name,
+            workflow,
+            schedules.expression_for(
+                cron=cron, every=every, at=at, expression=expression, timezone=timezone
+            ),
+            input=input,
+            pin_version=pin_version,
+            timezone=timezone,
+            window=window,
+            catch_up=catch_up,
+            catch_up_limit=catch_up_limit,
+            overlap=overlap,
+            paused=paused,
+            start_at=start_at,
+            end_at=end_at,
+        )
+
+    async def get_schedule(self, name: str) -> Schedule:
+        """The schedule ``name`` with its next tick; ScheduleNotFound when there is none."""
+        return await self.engine.store.get_schedule(name)
+
+    async def list_schedules(self) -> list[Schedule]:
+        """All schedules, by name."""
+        return await self.engine.store.list_schedules()
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        """Stop firing ``name`` until it is resumed."""
+        return await schedules.set_paused(self.engine, name, paused=True)
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        """Fire ``name`` again, from its next tick on: ticks missed while paused are dropped."""
+        return await schedules.set_paused(self.engine, name, paused=False)
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete the schedule ``name`` (the runs it started stay); False when there was none."""
+        return await self.engine.store.delete_schedule(name)
+
 
 class RunHandle:
     """One run: read it, wait for its result, complete its callbacks, recover it.
@@ -276,11 +352,12 @@ class RunHandle:
         await self._engine.cancel(self.run_id)
         self.client._wake(self.run_id)  # a run no worker held ends without a checkpoint
 
-    async def retry(self, *, version: str | None = None) -> Self:
+    async def retry(self, *, version: str | None = None, by: str | None = None) -> Self:
         """Put a failed or cancelled run back to work from the operation that failed,
         keeping every recorded success; ``version`` lets another registered version of
-        the workflow take it over. The run is PENDING afterwards, for a worker."""
-        await self._engine.retry(self.run_id, version=version)
+        the workflow take it over, ``by`` says who asked (in the run's history). The run
+        is PENDING afterwards, for a worker."""
+        await self._engine.retry(self.run_id, version=version, by=by)
         return self
 
     async def fork(
@@ -502,6 +579,24 @@ class SyncClient:
         self, token: str, *, error: str = "CallbackFailed", message: str = ""
     ) -> None:
         self._loop.call(self.client.fail_callback(token, error=error, message=message))
+
+    def put_schedule(self, name: str, workflow: WorkflowDefinition, **options: Any) -> Schedule:
+        return self._loop.call(self.client.put_schedule(name, workflow, **options))
+
+    def get_schedule(self, name: str) -> Schedule:
+        return self._loop.call(self.client.get_schedule(name))
+
+    def list_schedules(self) -> list[Schedule]:
+        return self._loop.call(self.client.list_schedules())
+
+    def pause_schedule(self, name: str) -> Schedule:
+        return self._loop.call(self.client.pause_schedule(name))
+
+    def resume_schedule(self, name: str) -> Schedule:
+        return self._loop.call(self.client.resume_schedule(name))
+
+    def delete_schedule(self, name: str) -> bool:
+        return self._loop.call(self.client.delete_schedule(name))
 
 
 class SyncRunHandle:

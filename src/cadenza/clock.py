@@ -1,8 +1,14 @@
-"""Time, passed in rather than read, so tests can control it."""
+"""Time, passed in rather than read, so tests can control it.
+
+Everything in cadenza that depends on time — the engine's deadlines and timers, and the
+model wrappers' rate limits and cache expiry — asks a :class:`Clock`. A
+:class:`FakeClock` therefore drives all of it at once, and a test never sleeps for real.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 
@@ -11,6 +17,11 @@ class Clock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back, for measuring intervals (a rate
+        bucket's refill, a cache entry's age): the wall clock may jump."""
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(seconds, 0.0))
@@ -21,10 +32,14 @@ class FakeClock(Clock):
 
     def __init__(self, start: datetime | None = None) -> None:
         self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
+        self._start = self._now
         self._sleepers: list[tuple[datetime, asyncio.Future[None]]] = []
 
     def now(self) -> datetime:
         return self._now
+
+    def monotonic(self) -> float:
+        return (self._now - self._start).total_seconds()
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:

@@ -4,8 +4,9 @@
 Unset, a library call uses the per-user data folder (``~/.local/share/cadenza`` on Linux,
 ``~/Library/Application Support/cadenza`` on macOS, ``%LOCALAPPDATA%\\cadenza`` on Windows)
 and never the current directory; the ``cadenza`` command sets it to ``./.cadenza``.
-``CADENZA_STORE`` picks the run store (``sqlite:///path.db``, ``postgresql://…``);
-``CADENZA_ARTIFACTS`` the artifact store (``file:///folder``). Backend libraries are
+``CADENZA_STORE`` picks the run store (``sqlite:///path.db``, ``postgresql://…``,
+``dynamodb://TABLE?region=…``); ``CADENZA_ARTIFACTS`` the artifact store (``file:///folder``,
+``s3://bucket/prefix?region=…``). Backend libraries are
 imported only when their URL is used; a missing one names the extra to install.
 """
 
@@ -22,8 +23,9 @@ from cadenza.errors import ConfigurationError, MissingDependency
 from cadenza.ports.artifact_store import ArtifactStore
 from cadenza.ports.run_store import RunStore
 from cadenza.security.tokens import load_secret
+from cadenza.telemetry._costs import SpendGuard, load_costs
 
-SUPPORTED_STORES = ("sqlite:///PATH", "postgresql://USER@HOST/DB")
+SUPPORTED_STORES = ("sqlite:///PATH", "postgresql://USER@HOST/DB", "dynamodb://TABLE")
 CLI_HOME = ".cadenza"  # the command's documented default: state beside the project
 
 
@@ -53,7 +55,8 @@ def store_url(home_dir: Path | None = None) -> str:
     return os.environ.get("CADENZA_STORE") or f"sqlite:///{(home_dir or home()) / 'cadenza.db'}"
 
 
-def create_store(url: str) -> RunStore:
+def create_store(url: str, *, artifacts: ArtifactStore | None = None) -> RunStore:
+    """The run store of ``url``; ``artifacts`` takes what is too large for a DynamoDB item."""
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
         from cadenza.adapters.sqlite import SqliteRunStore
@@ -68,6 +71,11 @@ def create_store(url: str) -> RunStore:
             raise ConfigurationError(f"the PostgreSQL run store is not available: {exc}") from exc
         store: RunStore = PostgresRunStore.from_url(url)
         return store
+    if scheme == "dynamodb":
+        _require("boto3", "the DynamoDB run store")
+        from cadenza.adapters.dynamodb import DynamoDbRunStore
+
+        return DynamoDbRunStore.from_url(url, artifacts=artifacts)
     raise ConfigurationError(
         f"unknown run store URL {url!r}; use one of: {', '.join(SUPPORTED_STORES)}"
     )
@@ -83,7 +91,22 @@ def create_artifacts(url: str | None = None, home_dir: Path | None = None) -> Ar
         from cadenza.adapters.fs import FolderArtifactStore
 
         return FolderArtifactStore(url.removeprefix("file://"))
-    raise ConfigurationError(f"unknown artifact store URL {url!r}; use file:///FOLDER")
+    if url.startswith("s3://"):
+        _require("boto3", "the S3 artifact store")
+        from cadenza.adapters.s3 import S3ArtifactStore
+
+        return S3ArtifactStore.from_url(url)
+    raise ConfigurationError(
+        f"unknown artifact store URL {url!r}; use file:///FOLDER or s3://BUCKET/PREFIX"
+    )
+
+
+def _require(module: str, what: str) -> None:
+    """Name the extra to install when the library of a backend is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependency(what, "aws")
 
 
 async def open_engine(
@@ -103,13 +126,28 @@ async def open_engine(
     >>> engine = await open_engine()                     # ~/.local/share/cadenza/cadenza.db
     >>> engine = await open_engine(home="var/cadenza")   # var/cadenza/cadenza.db
     >>> engine = await open_engine(store="sqlite:///tmp/x.db")
+
+    ``instrumentation`` (a :class:`cadenza.Instrumentation` or several) goes to the
+    engine; when not given, OpenTelemetry is turned on if ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    or ``OTEL_TRACES_EXPORTER`` is set and the ``otel`` extra is installed.
     """
     folder = resolve_home(home)
-    run_store = store if isinstance(store, RunStore) else create_store(store or store_url(folder))
     artifact_store = (
         artifacts if isinstance(artifacts, ArtifactStore) else create_artifacts(artifacts, folder)
     )
+    run_store = (
+        store
+        if isinstance(store, RunStore)
+        else create_store(store or store_url(folder), artifacts=artifact_store)
+    )
     await run_store.open()
+    if "spend_guard" not in options:
+        costs = load_costs(folder)  # registers the deployment's prices too
+        options["spend_guard"] = SpendGuard(costs) if costs.budgets else None
+    if options.get("instrumentation") is None:  # the OTEL_* variables may turn tracing on
+        from cadenza.telemetry._setup import from_environment
+
+        options["instrumentation"] = from_environment()
     return Engine(
         run_store,
         secret=secret or load_secret(folder),

@@ -4,6 +4,11 @@ Each operation takes the next id of its context ("4", or "4.2" inside child cont
 looks it up in the journal, and either returns the recorded outcome (replay) or executes
 live and records the outcome before the workflow moves on. Names follow the AWS Durable
 Execution SDK for Python.
+
+A Context is a facade over the :class:`~cadenza._runtime.Runtime` it is given (the
+engine's activation implements it) and reaches nothing else: this module and the
+operations' machinery import nothing from ``cadenza.engine``, so workflow code has no
+path to the engine object.
 """
 
 from __future__ import annotations
@@ -14,15 +19,18 @@ import logging
 import random as _random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, overload
+from typing import Any, NoReturn, TypeVar, TypeVarTuple, overload
 
 from cadenza._batching import map_branches, parallel_branches, run_batch
 from cadenza._callbacks import await_callback, open_callback, payload_schema_of
+from cadenza._conditions import run_condition
 from cadenza._patches import patched as _patched
-from cadenza._steps import call_function, run_step
+from cadenza._runtime import Runtime
+from cadenza._signals import Abort, ContinueAsNew, Fatal, Suspend
+from cadenza._state_changes import apply_changes, changes_between, snapshot
+from cadenza._steps import run_step
 from cadenza.batch import BatchResult, CompletionConfig
 from cadenza.clock import iso, parse_iso
-from cadenza.engine.activation import Abort, Fatal, Suspend
 from cadenza.errors import (
     CallbackFailed,
     ChildContextFailed,
@@ -30,7 +38,7 @@ from cadenza.errors import (
     InvocationFailed,
     OperationFailed,
     RunCancelled,
-    StepFailed,
+    WorkflowDefinitionError,
     WorkflowNotFound,
 )
 from cadenza.history import HistoryEventType as H
@@ -44,20 +52,15 @@ from cadenza.operations import (
     return_type,
 )
 from cadenza.ports.run_store import (
+    DEFAULT_TENANT,
     CallbackKind,
     CallbackRecord,
     CallbackStatus,
-    RunRecord,
-    RunStatus,
 )
 from cadenza.retry import RetryPolicy, RetryStrategy
-from cadenza.serde import convert
+from cadenza.serde import SerDes, SerDesContext, convert
 from cadenza.state import AgentState
 from cadenza.workflow import WorkflowDefinition, lookup
-
-if TYPE_CHECKING:
-    from cadenza.engine.activation import Activation
-    from cadenza.engine.engine import Engine
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -74,8 +77,10 @@ class Callback:
         callback_id: str,
         token: str,
         payload_type: Any = None,
+        serdes: SerDes[Any] | None = None,
     ):
         self._ctx = ctx
+        self._serdes = serdes
         self.op_id = op_id
         self.name = name
         self.id = callback_id
@@ -83,15 +88,16 @@ class Callback:
         self.payload_type = payload_type
 
     async def result(self) -> Any:
-        """The payload it was succeeded with (a ``payload_type`` instance, when declared)."""
-        return await await_callback(self._ctx, self.op_id, OpType.CALLBACK, self.payload_type)
+        """The payload it was succeeded with (a ``payload_type`` instance, when declared;
+        what the callback's ``serdes`` rebuilds from it, when it has one)."""
+        return await await_callback(
+            self._ctx, self.op_id, OpType.CALLBACK, self.payload_type, self._serdes
+        )
 
 
 class Context:
-    def __init__(
-        self, activation: Activation, context_id: str, *, replay_only: bool = False
-    ) -> None:
-        self._act = activation
+    def __init__(self, runtime: Runtime, context_id: str, *, replay_only: bool = False) -> None:
+        self._runtime = runtime
         self.id = context_id
         self._ops = 0
         self._draws = 0
@@ -103,36 +109,36 @@ class Context:
 
     @property
     def run_id(self) -> str:
-        return self._act.run.run_id
+        return self._runtime.run.run_id
 
     @property
     def trace_id(self) -> str | None:
         """The trace id shared by every run and event of one conversation."""
-        return self._act.run.trace_id
+        return self._runtime.run.trace_id
+
+    @property
+    def tenant(self) -> str:
+        """The tenant the run belongs to (its child and rule-started runs inherit it)."""
+        return self._runtime.run.tenant
 
     async def input_data(self) -> Any:
         """The run's input as plain JSON data (it never changes, so replay-safe)."""
-        return await self._act.codec.decode(self._act.run.input)
+        return await self._runtime.codec.decode(self._runtime.run.input)
 
     @property
     def workflow(self) -> WorkflowDefinition:
-        return self._act.definition
-
-    @property
-    def engine(self) -> Engine:
-        """The engine running this activation (its artifact store, stream listeners)."""
-        return self._act.engine
+        return self._runtime.definition
 
     @property
     def state(self) -> AgentState:
-        return self._act.state
+        return self._runtime.state
 
     @property
     def is_replaying(self) -> bool:
         """True while the next operation still has a recorded outcome, and throughout a
-        child context that finished in an earlier activation (replayed only for its effects
-        on the state: whatever it does after its last operation was done already)."""
-        return self._replay_only or self._op_id(self._ops + 1) in self._act.journal
+        finished child context whose record predates recorded state changes (run again
+        only for its effects on the state; newer finished children are not run at all)."""
+        return self._replay_only or self._op_id(self._ops + 1) in self._runtime.journal
 
     def patched(self, change_id: str) -> bool:
         """Whether this run takes the new branch of a code change named ``change_id``:
@@ -157,8 +163,8 @@ class Context:
         op_id, rec = self._begin(OpType.NOW, "now")
         if rec is not None:
             return parse_iso(json.loads(rec.result or "null"))
-        value = self._act.now()
-        self._act.record(
+        value = self._runtime.now()
+        self._runtime.record(
             OpRecord(
                 op_id,
                 OpType.NOW,
@@ -175,13 +181,13 @@ class Context:
     def uuid(self) -> str:
         """A UUID that is the same on every replay."""
         self._draws += 1
-        return self._act.deterministic_id(self.id, "uuid", str(self._draws))
+        return self._runtime.deterministic_id(self.id, "uuid", str(self._draws))
 
     def random(self) -> float:
         """A number in [0, 1) that is the same on every replay."""
         self._draws += 1
         return _random.Random(
-            self._act.deterministic_id(self.id, "random", str(self._draws))
+            self._runtime.deterministic_id(self.id, "random", str(self._draws))
         ).random()
 
     # --- step ---------------------------------------------------------------------------
@@ -199,6 +205,7 @@ class Context:
         retry: RetryPolicy | RetryStrategy | None = None,
         timeout: timedelta | None = None,
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
+        serdes: SerDes[Any] | None = None,
     ) -> T: ...
 
     @overload
@@ -210,6 +217,7 @@ class Context:
         retry: RetryPolicy | RetryStrategy | None = None,
         timeout: timedelta | None = None,
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
+        serdes: SerDes[Any] | None = None,
     ) -> T: ...
 
     @overload
@@ -221,6 +229,7 @@ class Context:
         retry: RetryPolicy | RetryStrategy | None = None,
         timeout: timedelta | None = None,
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
+        serdes: SerDes[Any] | None = None,
     ) -> T: ...
 
     @overload
@@ -232,6 +241,7 @@ class Context:
         retry: RetryPolicy | RetryStrategy | None = None,
         timeout: timedelta | None = None,
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
+        serdes: SerDes[Any] | None = None,
     ) -> T: ...
 
     # mypy (up to 2.4 at least) cannot match any implementation against overloads whose
@@ -244,9 +254,11 @@ class Context:
         retry: RetryPolicy | RetryStrategy | None = None,
         timeout: timedelta | None = None,
         semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE,
+        serdes: SerDes[Any] | None = None,
     ) -> Any:
-        """Run ``fn(*args)`` once and checkpoint its result; retry per ``retry``."""
-        return await run_step(self, fn, args, name, retry, timeout, semantics)
+        """Run ``fn(*args)`` once and checkpoint its result; retry per ``retry``; ``serdes``
+        stores the result through a custom :class:`SerDes`."""
+        return await run_step(self, fn, args, name, retry, timeout, semantics, serdes)
 
     # --- wait ---------------------------------------------------------------------------
 
@@ -255,7 +267,7 @@ class Context:
         seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
         name = name or "wait"
         op_id, rec = self._begin(OpType.WAIT, name)
-        act = self._act
+        act = self._runtime
         if rec is not None and rec.status.terminal:
             return
         if rec is None:
@@ -288,13 +300,15 @@ class Context:
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
         payload_type: Any = None,
+        serdes: SerDes[Any] | None = None,
     ) -> Callback:
         """A callback whose ``token`` an outside party uses to succeed or fail it.
 
         ``payload_type`` (a pydantic model, or any type pydantic validates) declares what
         the payload must be: its JSON Schema is stored with the callback, a payload that
         does not fit it is refused before the callback completes, and ``result()``
-        returns the validated value.
+        returns the validated value. With ``serdes`` the payload is text that
+        ``serdes.deserialize`` turns into the value (``payload_type`` does not apply).
         """
         name = name or "callback"
         op_id, rec = self._begin(OpType.CALLBACK, name)
@@ -306,13 +320,14 @@ class Context:
             CallbackKind.CALLBACK,
             timeout,
             heartbeat_timeout,
-            payload_schema=payload_schema_of(payload_type, name),
+            # With a SerDes the payload is its text: a payload_type does not describe it.
+            payload_schema=payload_schema_of(payload_type, name) if serdes is None else None,
         )
         callback_id = rec.data["callback_id"]
-        token = self._act.tokens.issue(
+        token = self._runtime.tokens.issue(
             callback_id, self.run_id, op_id, parse_iso(rec.data["token_expires_at"])
         )
-        return Callback(self, op_id, name, callback_id, token, payload_type)
+        return Callback(self, op_id, name, callback_id, token, payload_type, serdes)
 
     async def wait_for_callback(
         self,
@@ -323,9 +338,11 @@ class Context:
         heartbeat_timeout: timedelta | None = None,
         retry: RetryPolicy | RetryStrategy | None = None,
         payload_type: Any = None,
+        serdes: SerDes[Any] | None = None,
     ) -> Any:
         """Create a callback, hand its token to ``submitter`` (a step), await the outcome
-        (validated as ``payload_type`` when given, as in :meth:`create_callback`)."""
+        (validated as ``payload_type`` when given, read through ``serdes`` when given, as
+        in :meth:`create_callback`)."""
         name = name or callable_name(submitter)
 
         async def waiting(child: Context) -> Any:
@@ -334,12 +351,13 @@ class Context:
                 timeout=timeout,
                 heartbeat_timeout=heartbeat_timeout,
                 payload_type=payload_type,
+                serdes=serdes,
             )
             await child.step(submitter, callback.token, name="submit", retry=retry)
             return await callback.result()
 
         try:
-            value = await self.run_in_child_context(waiting, name=name)
+            value = await self.run_in_child_context(waiting, name=name, serdes=serdes)
         except ChildContextFailed as exc:
             # The child context is how this is built, not what the caller asked for: an
             # external failure raises CallbackFailed, as create_callback().result() does.
@@ -351,7 +369,7 @@ class Context:
                 details=exc.details,
                 retryable=exc.retryable,
             ) from None
-        return value if payload_type is None else convert(value, payload_type)
+        return value if payload_type is None or serdes is not None else convert(value, payload_type)
 
     async def wait_for_event(
         self,
@@ -382,7 +400,7 @@ class Context:
         op_id, rec = self._begin(OpType.EMIT, detail_type)
         if rec is not None:
             return str(rec.data["event_id"])
-        act = self._act
+        act = self._runtime
         now = act.now()
         retried = [str(act.redrives)] if act.redrives else []  # a retry emits anew
         event = Event.new(
@@ -406,7 +424,10 @@ class Context:
             data={"event_id": event.id},
         )
         act.record(rec)
-        act.add_event(event.to_dict())
+        envelope = event.to_dict()
+        if act.run.tenant != DEFAULT_TENANT:  # only the rules of its tenant receive it
+            envelope["tenant"] = act.run.tenant
+        act.add_event(envelope)
         act.note(H.EVENT_EMITTED, rec, event_id=event.id, source=event.source)
         await act.flush()
         return event.id
@@ -414,14 +435,22 @@ class Context:
     # --- composition --------------------------------------------------------------------
 
     async def run_in_child_context(
-        self, fn: Callable[..., Awaitable[T]], *args: Any, name: str | None = None
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        name: str | None = None,
+        serdes: SerDes[Any] | None = None,
     ) -> T:
-        """Run ``fn(child_ctx, *args)`` as one unit; its failure raises here."""
+        """Run ``fn(child_ctx, *args)`` as one unit; its failure raises here. Once it has
+        finished, replay returns its recorded result without calling ``fn`` again.
+        ``serdes`` stores the result through a custom :class:`SerDes`."""
         name = name or callable_name(fn)
         op_id, rec = self._begin(OpType.CONTEXT, name)
-        ok, outcome = await self._run_child(op_id, name, fn, args, rec)
+        ok, outcome = await self._run_child(op_id, name, fn, args, rec, serdes)
         if ok:
-            return await self._act.codec.decode(outcome, return_type(fn))  # type: ignore[no-any-return]
+            return await self._runtime.codec.decode_with(  # type: ignore[no-any-return]
+                outcome, serdes, op_id, return_type(fn), what=f"the result of '{name}'"
+            )
         assert isinstance(outcome, ErrorInfo)
         raise outcome.to_exception(ChildContextFailed, op_id=op_id, name=name)
 
@@ -432,11 +461,12 @@ class Context:
         fn: Callable[..., Awaitable[Any]],
         args: tuple[Any, ...],
         rec: OpRecord | None,
+        serdes: SerDes[Any] | None = None,
     ) -> tuple[bool, Any]:
         """(True, result JSON text) or (False, ErrorInfo); Suspend and aborts propagate."""
-        act = self._act
+        act = self._runtime
         if rec is not None and rec.status.terminal:
-            await self._replay_child(op_id, fn, args)
+            await self._restore_child(rec, fn, args)
             if rec.status == OpStatus.SUCCEEDED:
                 return True, rec.result
             return False, rec.error
@@ -452,28 +482,66 @@ class Context:
             act.record(rec)
             act.note(H.CONTEXT_STARTED, rec)
         child = Context(act, op_id)
+        before = snapshot(act.state.to_dict())
         try:
             value = await fn(child, *args)
-            text = await act.codec.encode(value, what=f"the result of '{name}'")
+            text = await act.codec.encode_with(value, serdes, op_id, what=f"the result of '{name}'")
         except (Abort, Fatal, Suspend, RunCancelled, asyncio.CancelledError):
             raise
         except Exception as exc:
             info = ErrorInfo.from_exception(exc)
-            failed = rec.evolve(status=OpStatus.FAILED, error=info, ended_at=act.now())
+            failed = rec.evolve(
+                status=OpStatus.FAILED,
+                error=info,
+                ended_at=act.now(),
+                data={**rec.data, **await self._state_changes(before, name)},
+            )
             act.record(failed)
             act.note(H.CONTEXT_FAILED, failed, error=brief(info))
             return False, info
-        done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now())
+        done = rec.evolve(
+            status=OpStatus.SUCCEEDED,
+            result=text,
+            ended_at=act.now(),
+            data={**rec.data, **await self._state_changes(before, name)},
+        )
         act.record(done)
         act.note(H.CONTEXT_SUCCEEDED, done)
         return True, text
+
+    async def _state_changes(self, before: dict[str, Any], name: str) -> dict[str, Any]:
+        """What a finished child context (or batch) keeps on its record for replay: the
+        stored text of its changes to the state, and when it finished among the others
+        (a batch gives back its finished items' changes in that order)."""
+        act = self._runtime
+        changes = changes_between(before, snapshot(act.state.to_dict()))
+        act.children_finished += 1
+        return {
+            "state_changes": await act.codec.encode(changes, what=f"the state changes of '{name}'"),
+            "finished": [act.invocation, act.children_finished],
+        }
+
+    async def _restore_child(
+        self, rec: OpRecord, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> None:
+        """Bring the state document to where a finished child context (or batch) left it,
+        without calling its function: its record holds its changes."""
+        if "state_changes" in rec.data:
+            changes = await self._runtime.codec.decode(
+                rec.data["state_changes"], what=f"the state changes of '{rec.name}'"
+            )
+            apply_changes(self._runtime.state.to_dict(), changes)
+            return
+        # Recorded before children kept their changes: rebuild them by replaying it.
+        await self._replay_child(rec.op_id, fn, args)
 
     async def _replay_child(
         self, op_id: str, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
     ) -> None:
         """Run a finished child context again over its journal, for its effects on the
-        state document; its recorded outcome stands, whatever this run returns."""
-        act = self._act
+        state document (for records that do not hold them); its recorded outcome stands,
+        whatever this run returns."""
+        act = self._runtime
         act.replayed += 1
         try:
             await fn(Context(act, op_id, replay_only=True), *args)
@@ -493,17 +561,29 @@ class Context:
         max_concurrency: int | None = None,
         completion: CompletionConfig | None = None,
         item_namer: Callable[[Any, int], str] | None = None,
+        item_serdes: SerDes[Any] | None = None,
+        serdes: SerDes[Any] | None = None,
     ) -> BatchResult:
         """Run ``fn(child_ctx, item)`` (or ``fn(child_ctx, item, index)``, or
         ``fn(child_ctx, item, index, items)``) for every item, each in its own child
-        context, named ``item_namer(item, index)`` if given."""
+        context, named ``item_namer(item, index)`` if given. ``item_serdes`` stores each
+        item's result, ``serdes`` the BatchResult, through a custom :class:`SerDes`."""
         where = f" {name!r}" if name else ""
         items = list(items)
         branches, names = map_branches(items, fn, item_namer, f"the function of ctx.map{where}")
         types = [return_type(fn)] * len(items)
         batch_name = name or f"map:{callable_name(fn)}"
         return await run_batch(
-            self, OpType.MAP, batch_name, branches, types, max_concurrency, completion, names
+            self,
+            OpType.MAP,
+            batch_name,
+            branches,
+            types,
+            max_concurrency,
+            completion,
+            names,
+            item_serdes,
+            serdes,
         )
 
     async def parallel(
@@ -514,31 +594,66 @@ class Context:
         name: str | None = None,
         max_concurrency: int | None = None,
         completion: CompletionConfig | None = None,
+        item_serdes: SerDes[Any] | None = None,
+        serdes: SerDes[Any] | None = None,
     ) -> BatchResult:
         """Run each ``branch(child_ctx)`` concurrently, each in its own child context; a
-        ``{name: branch}`` mapping names each branch's context after its key."""
+        ``{name: branch}`` mapping names each branch's context after its key.
+        ``item_serdes`` and ``serdes`` as for :meth:`map`."""
         where = f" {name!r}" if name else ""
         listed, names = parallel_branches(branches, f"ctx.parallel{where}")
         types = [return_type(b) for b in listed]
         batch_name = name or "parallel"
         return await run_batch(
-            self, OpType.PARALLEL, batch_name, listed, types, max_concurrency, completion, names
+            self,
+            OpType.PARALLEL,
+            batch_name,
+            listed,
+            types,
+            max_concurrency,
+            completion,
+            names,
+            item_serdes,
+            serdes,
         )
 
     # --- child runs and conditions ------------------------------------------------------
 
+    def continue_as_new(self, input: Any = None) -> NoReturn:
+        """End this run and start a fresh run of the same workflow with ``input`` (an
+        empty journal, the same trace), to keep a long-lived loop from growing without
+        bound. This run ends SUCCEEDED with no result. Root context of a root run only."""
+        if self.id or self._replay_only:
+            raise WorkflowDefinitionError(
+                "continue_as_new ends the whole run: call it from the workflow function"
+                " itself, not inside a child context, map or parallel branch"
+            )
+        raise ContinueAsNew(input)
+
     async def invoke(
-        self, workflow: WorkflowDefinition | str, input: Any = None, *, name: str | None = None
+        self,
+        workflow: WorkflowDefinition | str,
+        input: Any = None,
+        *,
+        name: str | None = None,
+        serdes_payload: SerDes[Any] | None = None,
+        serdes_result: SerDes[Any] | None = None,
     ) -> Any:
-        """Start ``workflow`` as a child run and await its result."""
+        """Start ``workflow`` as a child run and await its result.
+
+        ``serdes_payload`` turns the input into the text the child run receives (its
+        workflow takes a ``str`` and deserialises it with the same SerDes);
+        ``serdes_result`` rebuilds the result from the text the child returned.
+        """
         definition = workflow if isinstance(workflow, WorkflowDefinition) else lookup(workflow)
         if definition is None:
             raise WorkflowNotFound(f"no workflow named {workflow!r} is registered")
         name = name or definition.name
         op_id, rec = self._begin(OpType.INVOKE, name)
-        act = self._act
+        act = self._runtime
+        result_type = definition.output_type if serdes_result is None else None
         if rec is not None and rec.status.terminal:
-            return await self._outcome(rec, InvocationFailed, definition.output_type)
+            return await self._outcome(rec, InvocationFailed, result_type, serdes_result)
         if rec is None:
             now = act.now()
             child_id = f"{self.run_id}.{op_id}"
@@ -546,24 +661,9 @@ class Context:
             while child_id in act.callbacks:  # a retried run invokes anew: a new child run
                 again += 1
                 child_id = f"{self.run_id}.{op_id}~{again}"
-            child_input = await act.engine.encode_input(definition, input, run_id=child_id)
-            act.add_child(
-                RunRecord(
-                    run_id=child_id,
-                    workflow=definition.name,
-                    version=definition.version,
-                    status=RunStatus.PENDING,
-                    input=child_input,
-                    created_at=now,
-                    updated_at=now,
-                    module=definition.module,
-                    parent_run_id=self.run_id,
-                    parent_op_id=op_id,
-                    queue=definition.queue,
-                    trace_id=act.run.trace_id,
-                    state=act.engine.initial_document(child_id, now),
-                )
-            )
+            if serdes_payload is not None:
+                input = serdes_payload.serialize(input, SerDesContext(op_id, self.run_id))
+            await act.start_child_run(definition, input, run_id=child_id, op_id=op_id)
             act.add_callback(
                 CallbackRecord(
                     child_id, self.run_id, op_id, CallbackKind.INVOKE, CallbackStatus.PENDING, now
@@ -596,8 +696,8 @@ class Context:
             act.record(done)
             act.note(H.INVOKE_SUCCEEDED, done)
             await act.flush()
-            return await act.codec.decode(
-                text, definition.output_type, what=f"the result of '{name}'"
+            return await act.codec.decode_with(
+                text, serdes_result, op_id, result_type, what=f"the result of '{name}'"
             )
         error = callback.error or ErrorInfo("InvocationFailed", "the child run failed")
         failed = rec.evolve(status=OpStatus.FAILED, error=error, ended_at=act.now())
@@ -613,64 +713,16 @@ class Context:
         *,
         wait_strategy: Callable[[Any, int], WaitDecision],
         name: str | None = None,
+        serdes: SerDes[Any] | None = None,
     ) -> Any:
-        """Poll durably: ``state = check(state)`` until ``wait_strategy`` says stop."""
-        name = name or callable_name(check)
-        op_id, rec = self._begin(OpType.CONDITION, name)
-        act = self._act
-        if rec is not None and rec.status.terminal:
-            return await self._outcome(rec, StepFailed, None)
-        if rec is not None:
-            next_at = parse_iso(rec.data["next_at"])
-            if act.now() < next_at:
-                raise act.suspend_until(next_at)
-            state = await act.codec.decode(rec.data["state"])
-            attempt = rec.attempt
-        else:
-            rec = OpRecord(
-                op_id, OpType.CONDITION, name, OpStatus.STARTED, self._parent, started_at=act.now()
-            )
-            state, attempt = initial_state, 0
-        attempt += 1
-        act.executed += 1
-        rec = rec.evolve(attempt=attempt)
-        try:
-            state = await call_function(self, check, (state,), rec, None)
-            text = await act.codec.encode(state, what=f"the state of condition '{name}'")
-            decision = wait_strategy(await act.codec.decode(text), attempt)
-        except (Abort, Fatal, Suspend, RunCancelled, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            info = ErrorInfo.from_exception(exc)
-            failed = rec.evolve(status=OpStatus.FAILED, error=info, ended_at=act.now())
-            act.record(failed)
-            act.note(
-                H.STEP_FAILED,
-                failed,
-                operation="wait_for_condition",
-                attempt=attempt,
-                error=brief(info),
-            )
-            await act.flush()
-            raise info.to_exception(StepFailed, op_id=op_id, name=name) from None
-        if not decision.should_continue:
-            done = rec.evolve(status=OpStatus.SUCCEEDED, result=text, ended_at=act.now(), data={})
-            act.record(done)
-            act.note(H.STEP_SUCCEEDED, done, operation="wait_for_condition", attempt=attempt)
-            await act.flush()
-            return await act.codec.decode(text)
-        next_at = act.now() + decision.delay
-        waiting = rec.evolve(status=OpStatus.PENDING, data={"state": text, "next_at": iso(next_at)})
-        act.record(waiting)
-        act.note(
-            H.WAIT_STARTED,
-            waiting,
-            operation="wait_for_condition",
-            attempt=attempt,
-            until=iso(next_at),
-        )
-        await act.flush()
-        raise act.suspend_until(next_at)
+        """Poll durably: ``state = check(state)`` until ``wait_strategy`` says stop.
+
+        As in AWS durable executions it is one step-like operation (sub-type
+        ``WaitForCondition``): each check is an attempt, recorded in history as
+        ``StepStarted`` and then ``StepSucceeded`` (with ``next_attempt_at`` while the
+        condition is not met yet) or ``StepFailed``. ``serdes`` stores the state.
+        """
+        return await run_condition(self, check, initial_state, wait_strategy, name, serdes)
 
     # --- internals ----------------------------------------------------------------------
 
@@ -684,22 +736,30 @@ class Context:
     def _begin(self, op_type: OpType, name: str) -> tuple[str, OpRecord | None]:
         self._ops += 1
         op_id = self._op_id(self._ops)
-        rec = self._act.journal.get(op_id)
+        rec = self._runtime.journal.get(op_id)
         if rec is not None:
             if rec.type != op_type or rec.name != name:
-                raise self._act.nondeterminism(op_id, rec, str(op_type), name)
+                raise self._runtime.nondeterminism(op_id, rec, str(op_type), name)
             if rec.status.terminal:
-                self._act.replayed += 1
+                self._runtime.replayed += 1
         elif self._replay_only:
-            raise self._act.nondeterminism_in_finished(self.id, op_id, f"{op_type} '{name}'")
-        self._act.check_stop(op_id, rec)
+            raise self._runtime.nondeterminism_in_finished(self.id, op_id, f"{op_type} '{name}'")
+        self._runtime.check_stop(op_id, rec)
         return op_id, rec
 
-    async def _outcome(self, rec: OpRecord, failure: type[OperationFailed], tp: Any) -> Any:
+    async def _outcome(
+        self,
+        rec: OpRecord,
+        failure: type[OperationFailed],
+        tp: Any,
+        serdes: SerDes[Any] | None = None,
+    ) -> Any:
         if rec.status == OpStatus.SUCCEEDED:
-            return await self._act.codec.decode(rec.result, tp, what=f"the result of '{rec.name}'")
+            return await self._runtime.codec.decode_with(
+                rec.result, serdes, rec.op_id, tp, what=f"the result of '{rec.name}'"
+            )
         if rec.type == OpType.STEP:
-            self._act.count_error()
+            self._runtime.count_error()
         error = rec.error or ErrorInfo("OperationFailed", f"'{rec.name}' failed")
         raise error.to_exception(failure, op_id=rec.op_id, name=rec.name)
 

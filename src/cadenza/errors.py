@@ -6,7 +6,8 @@ again, identically, on every replay)::
 
     CadenzaError
     ├── ConfigurationError          a backend URL, secret or option is wrong
-    │   └── MissingDependency       an optional extra is not installed
+    │   ├── MissingDependency       an optional extra is not installed
+    │   └── CassetteMismatch        [cadenza.testing] a call its cassette did not record
     ├── WorkflowDefinitionError     a workflow or pattern is defined wrongly
     ├── InvalidInput                input that is not valid JSON or fails its type
     │   ├── PayloadTooLarge
@@ -15,7 +16,8 @@ again, identically, on every replay)::
     ├── NotFound
     │   ├── RunNotFound
     │   ├── WorkflowNotFound
-    │   └── CallbackNotFound
+    │   ├── CallbackNotFound
+    │   └── ScheduleNotFound
     ├── CallbackTokenError          a token that cannot complete anything
     │   ├── InvalidCallbackToken    forged, malformed, or bound to another run
     │   ├── CallbackTokenExpired
@@ -114,6 +116,7 @@ __all__ = [
     "RunFailed",
     "RunNotFound",
     "RunStateError",
+    "ScheduleNotFound",
     "SerializationError",
     "StepFailed",
     "StepInterrupted",
@@ -214,8 +217,22 @@ class WorkflowNotFound(NotFound):
     pass
 
 
+class ScheduleNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"no schedule named {name!r}; list schedules with 'cadenza schedules list'"
+        )
+        self.name = name
+
+
 class CallbackNotFound(NotFound):
-    pass
+    @classmethod
+    def to_wake(cls, run_id: str, callback_id: str) -> CallbackNotFound:
+        """A checkpoint asked to resolve a callback its run does not have."""
+        return cls(
+            f"run {run_id} has no callback {callback_id!r} to resolve; nothing of this write"
+            f" was stored. See the run's waits with 'cadenza runs show {run_id}'"
+        )
 
 
 class CallbackTokenError(CadenzaError):
@@ -295,6 +312,13 @@ class OperationFailed(CadenzaError):
         self.op_id = op_id
         self.name = name
         self.details = details or {}
+
+    @property
+    def is_configuration_error(self) -> bool:
+        """Whether the original error was a :class:`ConfigurationError`: the code or the
+        deployment must change, so asking again (a model, a planner) cannot help."""
+        original = _cadenza_error_types().get(self.error_type)
+        return original is not None and issubclass(original, ConfigurationError)
 
 
 class StepFailed(OperationFailed):

@@ -20,6 +20,7 @@ class HistoryEventType(StrEnum):
     EXECUTION_CANCELLED = "ExecutionStopped"
     EXECUTION_REDRIVEN = "ExecutionRedriven"  # an ended run put back to work (retry)
     EXECUTION_FORKED = "ExecutionForked"  # a run started from another run's journal
+    EXECUTION_CONTINUED_AS_NEW = "ExecutionContinuedAsNew"  # ended; a new run goes on
     INVOCATION_COMPLETED = "InvocationCompleted"
     STEP_STARTED = "StepStarted"
     STEP_SUCCEEDED = "StepSucceeded"
@@ -40,6 +41,11 @@ class HistoryEventType(StrEnum):
     EVENT_WAIT_STARTED = "EventWaitStarted"
     EVENT_WAIT_SUCCEEDED = "EventWaitSucceeded"
     EVENT_WAIT_TIMED_OUT = "EventWaitTimedOut"
+    # The audit trail: someone outside the run asked for something (started, cancelled,
+    # retried or forked it, completed one of its callbacks); details say who and what.
+    ACTION_REQUESTED = "ActionRequested"
+    # Older events of a long-lived run folded into one: counts by type, the seqs it covers.
+    HISTORY_COMPACTED = "HistoryCompacted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 from cadenza.errors import ConditionTimedOut, ErrorInfo
 
 if TYPE_CHECKING:
+    from cadenza.client import Client
     from cadenza.ports.artifact_store import RunArtifacts
 
 __all__ = [
@@ -41,6 +42,10 @@ class StepContext:
     idempotency_key: str  # stable across attempts and replays: give it to external systems
     logger: logging.Logger
     artifacts: RunArtifacts | None  # this run's artifacts only
+    # The control plane over the same store: a step may read, retry or cancel other runs
+    # (its outcome is journaled, so replay does not do it again). Workflow code outside
+    # steps has no such handle.
+    client: Client | None = None
 
 
 @dataclass(frozen=True)

@@ -25,19 +25,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from cadenza.errors import InvalidInput, NotFound, PayloadTooLarge, SerializationError
-from cadenza.journal import OpRecord, OpType
+from cadenza.journal import OpRecord
 from cadenza.ports.artifact_store import ArtifactStore, RunArtifacts, digest_of
+
+T = TypeVar("T")
 
 DEFAULT_CLAIM_CHECK_BYTES = 64 * 1024
 _PLAIN = (dict, list, str, int, float, bool, type(None))
+# Stored texts in a record's data: a condition's state, a child context's state changes.
+_STORED_DATA = ("state", "state_changes")
 # The first character of a reference; the JSON text of a value never starts with it.
 _REFERENCE = "@artifact "
 
@@ -78,6 +83,30 @@ def convert(data: Any, tp: Any, *, what: str = "value") -> Any:
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or repr(tp)
+
+
+@dataclass(frozen=True)
+class SerDesContext:
+    """Where a value a :class:`SerDes` handles belongs: its operation and its run."""
+
+    operation_id: str
+    run_id: str
+
+
+class SerDes(ABC, Generic[T]):
+    """A per-operation serialisation hook (``serdes=`` on step, child context, callback,
+    invoke, map/parallel and wait_for_condition): turns the operation's value into text
+    and back, e.g. to encrypt it or to keep a type JSON cannot hold.
+
+    The text is stored as a JSON string, so a large one is claim-checked like any value;
+    replay reads it back through the same SerDes, which the code passes again.
+    """
+
+    @abstractmethod
+    def serialize(self, value: T, context: SerDesContext) -> str: ...
+
+    @abstractmethod
+    def deserialize(self, data: str, context: SerDesContext) -> T: ...
 
 
 @dataclass(frozen=True)
@@ -133,11 +162,14 @@ class PayloadCodec:
     ) -> str:
         """The stored text of ``value`` for ``run_id``; PayloadTooLarge over ``limit``."""
         text = dumps(value, what=what)
-        if limit is not None and len(text) > limit:
-            raise PayloadTooLarge(f"{what} is {len(text):,} bytes; the limit is {limit:,}")
-        if len(text) <= self.threshold or self.artifacts is None:
+        data = text.encode()  # limits are in bytes: "é" is one character and two bytes
+        if limit is not None and len(data) > limit:
+            raise PayloadTooLarge(
+                f"{what} is {len(data):,} bytes; the limit is {limit:,}: keep large content"
+                " in the artifact store (StepContext.artifacts) and pass its key instead"
+            )
+        if len(data) <= self.threshold or self.artifacts is None:
             return text
-        data = text.encode()
         key = await self.artifacts.for_run(run_id).put(data)
         return ArtifactReference(key, len(data)).text()
 
@@ -177,9 +209,10 @@ class PayloadCodec:
         """A journal record of ``source_run_id`` as ``run_id`` may keep it, for a run that
         starts from a copy of another's journal (a fork)."""
         data = op.data
-        if op.type == OpType.CONDITION and isinstance(data.get("state"), str):
-            state = await self.adopt(data["state"], source_run_id=source_run_id, run_id=run_id)
-            data = {**data, "state": state}
+        for key in _STORED_DATA:  # stored texts kept beside the result
+            if isinstance(data.get(key), str):
+                text = await self.adopt(data[key], source_run_id=source_run_id, run_id=run_id)
+                data = {**data, key: text}
         result = await self.adopt(op.result, source_run_id=source_run_id, run_id=run_id)
         return op.evolve(result=result, data=data)
 
@@ -231,3 +264,53 @@ class RunCodec:
 
     async def adopt(self, text: str | None, *, source_run_id: str) -> str | None:
         return await self.codec.adopt(text, source_run_id=source_run_id, run_id=self.run_id)
+
+    async def encode_with(
+        self, value: Any, serdes: SerDes[Any] | None, op_id: str, *, what: str = "value"
+    ) -> str:
+        """``encode``, through ``serdes`` when the operation has one: its text is stored as
+        a JSON string (claim-checked when large), so the column stays JSON or a reference."""
+        if serdes is None:
+            return await self.encode(value, what=what)
+        try:
+            text = serdes.serialize(value, SerDesContext(op_id, self.run_id))
+        except Exception as exc:
+            raise SerializationError(
+                f"{what} could not be serialised by {type(serdes).__name__} ({exc}); fix its"
+                " serialize(), or return a value it accepts"
+            ) from exc
+        if not isinstance(text, str):
+            raise SerializationError(
+                f"{type(serdes).__name__}.serialize returned {type(text).__name__} for {what};"
+                " a SerDes must return str"
+            )
+        return await self.encode(text, what=what)
+
+    async def decode_with(
+        self,
+        text: str | None,
+        serdes: SerDes[Any] | None,
+        op_id: str,
+        tp: Any = None,
+        *,
+        what: str = "value",
+    ) -> Any:
+        """``decode``, through ``serdes`` when the operation has one (it then owns the type)."""
+        if serdes is None:
+            return await self.decode(text, tp, what=what)
+        data = await self.decode(text, what=what)
+        if data is None:
+            return None
+        if not isinstance(data, str):
+            raise SerializationError(
+                f"{what} was not stored by a SerDes (it is {type(data).__name__}, not text);"
+                " pass the serdes= the operation was first run with, or none"
+            )
+        try:
+            return serdes.deserialize(data, SerDesContext(op_id, self.run_id))
+        except Exception as exc:
+            raise SerializationError(
+                f"{what} could not be read back by {type(serdes).__name__} ({exc}); pass the"
+                " serdes= the operation was first run with, and keep its deserialize() able"
+                " to read what it wrote before"
+            ) from exc

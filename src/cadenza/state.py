@@ -3,7 +3,8 @@
 Its fields are those the AWS reference architecture keeps per agent in DynamoDB. The
 workflow mutates ``ctx.state`` freely between operations; every checkpoint stores the
 document when it changed. Replay rebuilds it by running the same code over the same
-journal, so the stored document and the replayed one agree.
+journal, and a finished child context, which replay does not run again, gives back the
+changes its record keeps; so the stored document and the replayed one agree.
 """
 
 from __future__ import annotations

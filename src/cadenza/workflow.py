@@ -15,14 +15,19 @@ import inspect
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, get_type_hints, overload
+from typing import Any, Literal, get_type_hints, overload
 
 from cadenza.errors import WorkflowDefinitionError, WorkflowNotFound
 
 WorkflowFn = Callable[..., Awaitable[Any]]
 
 _NO_INPUT = object()
+
+#: How long a workflow's ended runs are kept: a duration, None (forever), or "deployment"
+#: (the engine's ``retention``, 30 days unless the deployment says otherwise).
+Retention = timedelta | None | Literal["deployment"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class WorkflowDefinition:
     module: str | None = None  # "package.module:attribute", to import it in another process
     queue: str = "default"
     description: str = field(default="", compare=False)
+    retention: Retention = "deployment"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -52,7 +58,11 @@ _registry: dict[tuple[str, str], WorkflowDefinition] = {}
 def workflow(fn: WorkflowFn, /) -> WorkflowDefinition: ...
 @overload
 def workflow(
-    *, name: str | None = None, version: str = "1", queue: str = "default"
+    *,
+    name: str | None = None,
+    version: str = "1",
+    queue: str = "default",
+    retention: Retention = "deployment",
 ) -> Callable[[WorkflowFn], WorkflowDefinition]: ...
 
 
@@ -63,15 +73,20 @@ def workflow(
     name: str | None = None,
     version: str = "1",
     queue: str = "default",
+    retention: Retention = "deployment",
 ) -> WorkflowDefinition | Callable[[WorkflowFn], WorkflowDefinition]:
     """Declare a durable workflow.
 
-    >>> @workflow(name="booking", version="2")
+    ``retention`` is how long its runs are kept once they end, before the engine prunes
+    them with their history and artifacts: a ``timedelta``, ``None`` to keep them
+    forever, or the deployment's default (``Engine(retention=...)``, 30 days).
+
+    >>> @workflow(name="booking", version="2", retention=timedelta(days=90))
     ... async def booking(ctx: Context, trip: Trip) -> Receipt: ...
     """
 
     def decorate(f: WorkflowFn) -> WorkflowDefinition:
-        definition = define(f, name=name, version=version, queue=queue)
+        definition = define(f, name=name, version=version, queue=queue, retention=retention)
         register(definition)
         return definition
 
@@ -79,7 +94,12 @@ def workflow(
 
 
 def define(
-    fn: WorkflowFn, *, name: str | None = None, version: str = "1", queue: str = "default"
+    fn: WorkflowFn,
+    *,
+    name: str | None = None,
+    version: str = "1",
+    queue: str = "default",
+    retention: Retention = "deployment",
 ) -> WorkflowDefinition:
     if not inspect.iscoroutinefunction(fn):
         raise WorkflowDefinitionError(
@@ -110,7 +130,20 @@ def define(
         module=f"{fn.__module__}:{fn.__qualname__}" if fn.__module__ != "__main__" else None,
         queue=queue,
         description=inspect.getdoc(fn) or "",
+        retention=_checked_retention(retention, fn),
     )
+
+
+def _checked_retention(retention: Any, fn: WorkflowFn) -> Retention:
+    if retention is None or retention == "deployment":
+        return retention  # type: ignore[no-any-return]
+    if not isinstance(retention, timedelta) or retention < timedelta(0):
+        raise WorkflowDefinitionError(
+            f"workflow {fn.__qualname__!r}: retention={retention!r} is not a duration; give"
+            " a timedelta (timedelta(days=90)), None to keep runs forever, or leave it out"
+            " for the deployment's default"
+        )
+    return retention
 
 
 def register(definition: WorkflowDefinition) -> None:

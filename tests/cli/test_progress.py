@@ -127,6 +127,16 @@ def test_finished_operations_leave_the_status_area_for_the_log() -> None:
     assert board.status() == []
 
 
+def test_a_condition_check_that_asks_for_another_is_not_shown_as_a_finished_step() -> None:
+    board = ProgressBoard("r-1", clock=Clock())
+    again = "2026-01-01T00:00:30+00:00"
+    not_yet = event(H.STEP_SUCCEEDED, "1", "job-done", attempt=1, next_attempt_at=again)
+    lines = board.committed(run(), checkpoint(not_yet))
+    assert [line.plain for line in lines] == ["  … condition job-done not met, again at 00:00:30"]
+    lines = board.committed(run(), checkpoint(event(H.STEP_SUCCEEDED, "1", "job-done")))
+    assert [line.plain for line in lines] == ["  ✓ step job-done"]
+
+
 def test_the_status_area_stays_short_and_shows_names_literally() -> None:
     board = ProgressBoard("r-1", clock=Clock())
     for n in range(MAX_ROWS + 3):

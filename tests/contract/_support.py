@@ -5,16 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cadenza.engine import _cancellation
 from cadenza.history import HistoryEvent, HistoryEventType
 from cadenza.journal import OpRecord, OpStatus, OpType
 from cadenza.ports.run_store import (
     CallbackKind,
     CallbackRecord,
+    CallbackResolution,
     CallbackStatus,
     Checkpoint,
+    ChildRun,
+    RunOutcome,
     RunRecord,
     RunStatus,
     RunStore,
+    WakeUp,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -139,3 +144,27 @@ async def suspended(
         checkpoint(run, suspend=True, wake_at=at(wake_at) if wake_at is not None else None)
     )
     return await store.get_run(run_id)
+
+
+def child(run: RunRecord, seconds: float = 1) -> ChildRun:
+    """Start ``run`` from its parent's checkpoint, with the event the engine writes."""
+    details = {"parent_run_id": run.parent_run_id, "parent_op_id": run.parent_op_id}
+    event = HistoryEvent(
+        seq=0, type=HistoryEventType.EXECUTION_STARTED, timestamp=at(seconds), details=details
+    )
+    return ChildRun(run, event)
+
+
+def wake_parent(run: RunRecord, outcome: RunOutcome) -> WakeUp:
+    """What the engine puts in the checkpoint that ends child ``run``."""
+    assert run.parent_run_id is not None
+    succeeded = outcome.status == RunStatus.SUCCEEDED
+    status = CallbackStatus.SUCCEEDED if succeeded else CallbackStatus.FAILED
+    resolution = CallbackResolution(run.run_id, status, outcome.result, outcome.error)
+    return WakeUp(run.parent_run_id, resolution)
+
+
+async def cancel_tree(store: RunStore, run_id: str, seconds: float) -> RunRecord:
+    """Cancel a run and its open descendants as ``Engine.cancel`` plans it."""
+    plan = await _cancellation.plan(store, run_id, at(seconds))
+    return await store.request_cancel(plan, now=at(seconds))

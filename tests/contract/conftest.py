@@ -21,15 +21,21 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "memory"])
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "memory", "dynamodb"]
+)
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Makes stores over one fresh backend: two stores from it act like two processes.
 
     The in-memory store has no backend besides itself, so its "processes" share the one
-    instance, as several engines in one test process would."""
+    instance, as several engines in one test process would. DynamoDB (with S3 for large
+    records) runs on a moto server on loopback, a fresh table per test."""
     if request.param == "memory":
         shared = InMemoryRunStore()
         return lambda: shared
+    if request.param == "dynamodb":
+        make: StoreFactory = request.getfixturevalue("dynamodb_store")
+        return make
     if request.param == "sqlite":
         path = tmp_path / "cadenza.db"
         return lambda: SqliteRunStore(path, synchronous="NORMAL")

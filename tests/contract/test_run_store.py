@@ -34,7 +34,9 @@ from cadenza.ports.run_store import (
 from tests.contract._support import (
     at,
     callback,
+    cancel_tree,
     checkpoint,
+    child,
     claim,
     claim_one,
     create,
@@ -44,6 +46,7 @@ from tests.contract._support import (
     started,
     step,
     suspended,
+    wake_parent,
 )
 from tests.contract.conftest import StoreFactory
 
@@ -248,7 +251,7 @@ async def test_a_checkpoint_writes_all_its_parts(store: RunStore) -> None:
     await create(store, "r-1")
     run = await claim_one(store, "r-1")
     cb = callback("cb-1", "r-1", kind=CallbackKind.EVENT, pattern={"source": ["x"]})
-    child = new_run("r-child", parent_run_id="r-1", parent_op_id="3", created=1)
+    kid = new_run("r-child", parent_run_id="r-1", parent_op_id="3", created=1)
     result = await store.commit(
         checkpoint(
             run,
@@ -260,7 +263,7 @@ async def test_a_checkpoint_writes_all_its_parts(store: RunStore) -> None:
             state={"agentId": "r-1", "status": "PLANNING"},
             callbacks=[cb],
             events=[envelope("e-1", n=1)],
-            children=[child],
+            children=[child(kid)],
         )
     )
     assert not result.cancel_requested
@@ -307,7 +310,7 @@ async def test_a_checkpoint_with_a_failing_part_leaves_nothing_behind(store: Run
     before = await store.get_run("r-1")
     for broken in (
         {"callbacks": [callback("cb-2", "r-1"), callback("cb-1", "r-1")]},  # cb-1 exists
-        {"children": [new_run("r-new"), new_run("r-taken")]},  # r-taken exists
+        {"children": [child(new_run("r-new")), child(new_run("r-taken"))]},  # r-taken exists
     ):
         with pytest.raises(StoreError):
             await store.commit(
@@ -348,7 +351,7 @@ async def test_a_checkpoint_from_a_stale_lease_is_refused_and_writes_nothing(
                 state={"from": "w1"},
                 callbacks=[callback("cb-stale", "r-1")],
                 events=[envelope("e-stale")],
-                children=[new_run("r-stale-child")],
+                children=[child(new_run("r-stale-child"))],
                 outcome=RunOutcome(RunStatus.SUCCEEDED, result='"w1"'),
             )
         )
@@ -443,16 +446,15 @@ async def test_a_child_outcome_resolves_the_parent_callback_and_wakes_the_parent
     await store.commit(
         checkpoint(
             parent,
-            children=children,
+            children=[child(c) for c in children],
             callbacks=[callback(c.run_id, "r-parent", kind=CallbackKind.INVOKE) for c in children],
             suspend=True,
         )
     )
     assert (await store.get_run("r-parent")).status == RunStatus.SUSPENDED
     kid = await claim_one(store, "r-kid-1", owner="w2", now=2)
-    await store.commit(
-        checkpoint(kid, now=3, outcome=RunOutcome(RunStatus.SUCCEEDED, result='{"v": 1}'))
-    )
+    done = RunOutcome(RunStatus.SUCCEEDED, result='{"v": 1}')
+    await store.commit(checkpoint(kid, now=3, outcome=done, wake_ups=[wake_parent(kid, done)]))
     ended = await store.get_run("r-kid-1")
     assert (ended.status, ended.result, ended.lease_owner) == (
         RunStatus.SUCCEEDED,
@@ -465,7 +467,10 @@ async def test_a_child_outcome_resolves_the_parent_callback_and_wakes_the_parent
 
     kid = await claim_one(store, "r-kid-2", owner="w2", now=4)
     boom = ErrorInfo("ValueError", "boom")
-    await store.commit(checkpoint(kid, now=5, outcome=RunOutcome(RunStatus.FAILED, error=boom)))
+    failure = RunOutcome(RunStatus.FAILED, error=boom)
+    await store.commit(
+        checkpoint(kid, now=5, outcome=failure, wake_ups=[wake_parent(kid, failure)])
+    )
     failed = await store.get_callback("r-kid-2")
     assert (failed.status, failed.error) == (CallbackStatus.FAILED, boom)
     assert (await store.get_run("r-kid-2")).error == boom
@@ -478,18 +483,20 @@ async def test_a_child_may_still_end_after_its_parent_was_cancelled(store: RunSt
     await store.commit(
         checkpoint(
             parent,
-            children=[kid_run],
+            children=[child(kid_run)],
             callbacks=[callback("r-kid", "r-parent", kind=CallbackKind.INVOKE)],
             suspend=True,
         )
     )
     kid = await claim_one(store, "r-kid", owner="w2", now=2, lease=100)
-    cancelled = await store.request_cancel("r-parent", now=at(3))
+    cancelled = await cancel_tree(store, "r-parent", 3)
     assert cancelled.status == RunStatus.CANCELLED
     assert (await store.get_run("r-kid")).cancel_requested  # held: it stops itself
     result = await store.commit(checkpoint(kid, now=4, ops=[step("1")]))
     assert result.cancel_requested
     error = ErrorInfo("RunCancelled", "run r-kid was cancelled")
-    await store.commit(checkpoint(kid, now=5, outcome=RunOutcome(RunStatus.CANCELLED, error=error)))
+    ended = RunOutcome(RunStatus.CANCELLED, error=error)
+    # The parent ended first: the wake-up the engine sends it is skipped, not refused.
+    await store.commit(checkpoint(kid, now=5, outcome=ended, wake_ups=[wake_parent(kid, ended)]))
     assert (await store.get_run("r-kid")).status == RunStatus.CANCELLED
     assert (await store.get_run("r-parent")).status == RunStatus.CANCELLED

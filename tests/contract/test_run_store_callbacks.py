@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from cadenza.engine._cancellation import cancellation
 from cadenza.errors import (
     CallbackNotFound,
     ErrorInfo,
@@ -27,7 +28,9 @@ from cadenza.ports.run_store import (
 from tests.contract._support import (
     at,
     callback,
+    cancel_tree,
     checkpoint,
+    child,
     claim,
     claim_one,
     create,
@@ -134,7 +137,7 @@ async def test_cancelling_a_tree_ends_idle_runs_and_flags_held_ones(store: RunSt
     await store.commit(
         checkpoint(
             root,
-            children=kids,
+            children=[child(k) for k in kids],
             callbacks=[callback(k.run_id, "r-root", kind=CallbackKind.INVOKE) for k in kids],
             suspend=True,
         )
@@ -143,14 +146,14 @@ async def test_cancelling_a_tree_ends_idle_runs_and_flags_held_ones(store: RunSt
     await store.commit(
         checkpoint(
             idle,
-            children=[new_run("r-grandkid", parent_run_id="r-idle", parent_op_id="1")],
+            children=[child(new_run("r-grandkid", parent_run_id="r-idle", parent_op_id="1"))],
             callbacks=[callback("r-grandkid", "r-idle", kind=CallbackKind.INVOKE)],
             suspend=True,
         )
     )
     await claim_one(store, "r-busy", owner="w2", now=2, lease=100)
 
-    cancelled = await store.request_cancel("r-root", now=at(5))
+    cancelled = await cancel_tree(store, "r-root", 5)
     assert (cancelled.status, cancelled.cancel_requested) == (RunStatus.CANCELLED, True)
     assert cancelled.error is not None and cancelled.error.type == "RunCancelled"
     for run_id in ("r-idle", "r-grandkid"):
@@ -161,9 +164,9 @@ async def test_cancelling_a_tree_ends_idle_runs_and_flags_held_ones(store: RunSt
     assert (await store.history("r-root"))[-1].type == HistoryEventType.EXECUTION_CANCELLED
 
     with pytest.raises(RunStateError):
-        await store.request_cancel("r-root", now=at(6))
+        await store.request_cancel([cancellation("r-root", None, at(6))], now=at(6))
     with pytest.raises(RunNotFound):
-        await store.request_cancel("r-missing", now=at(6))
+        await store.request_cancel([cancellation("r-missing", None, at(6))], now=at(6))
 
 
 async def test_cancelling_a_child_fails_the_parent_callback_and_wakes_it(
@@ -174,12 +177,12 @@ async def test_cancelling_a_child_fails_the_parent_callback_and_wakes_it(
     await store.commit(
         checkpoint(
             parent,
-            children=[new_run("r-kid", parent_run_id="r-parent", parent_op_id="1")],
+            children=[child(new_run("r-kid", parent_run_id="r-parent", parent_op_id="1"))],
             callbacks=[callback("r-kid", "r-parent", kind=CallbackKind.INVOKE)],
             suspend=True,
         )
     )
-    await store.request_cancel("r-kid", now=at(2))
+    await cancel_tree(store, "r-kid", 2)
     resolved = await store.get_callback("r-kid")
     assert resolved.status == CallbackStatus.FAILED
     assert resolved.error is not None and resolved.error.type == "RunCancelled"

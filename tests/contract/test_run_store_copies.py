@@ -13,7 +13,9 @@ from cadenza.ports.run_store import CallbackKind, Rule, RunStatus, RunStore
 from tests.contract._support import (
     at,
     callback,
+    cancel_tree,
     checkpoint,
+    child,
     claim_one,
     create,
     envelope,
@@ -74,9 +76,9 @@ async def test_a_cancellation_that_cannot_finish_writes_nothing(store: RunStore)
     await create(store, "r-parent")
     parent = await claim_one(store, "r-parent", lease=100)
     orphan = new_run("r-kid", parent_run_id="r-parent", parent_op_id="1")
-    await store.commit(checkpoint(parent, children=[orphan]))
+    await store.commit(checkpoint(parent, children=[child(orphan)]))
     with pytest.raises(CallbackNotFound):
-        await store.request_cancel("r-parent", now=at(2))
+        await cancel_tree(store, "r-parent", 2)
     assert not (await store.get_run("r-parent")).cancel_requested
     kid = await store.get_run("r-kid")
     assert (kid.status, kid.cancel_requested) == (RunStatus.PENDING, False)

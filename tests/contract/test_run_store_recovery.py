@@ -28,6 +28,7 @@ from cadenza.ports.run_store import (
 from tests.contract._support import (
     at,
     callback,
+    cancel_tree,
     checkpoint,
     claim_one,
     create,
@@ -108,7 +109,7 @@ async def test_a_redrive_keeps_the_version_when_none_is_given(store: RunStore) -
 
 async def test_a_redrive_clears_a_cancellation(store: RunStore) -> None:
     await create(store, "r-1")
-    cancelled = await store.request_cancel("r-1", now=at(1))
+    cancelled = await cancel_tree(store, "r-1", 1)
     assert cancelled.status == RunStatus.CANCELLED and cancelled.cancel_requested
     [back] = await store.redrive_runs(
         [Redrive("r-1", cancelled.lease_epoch, redriven())], now=at(10)

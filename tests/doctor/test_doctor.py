@@ -189,3 +189,40 @@ def test_a_native_crash_fails_one_test_not_the_run(
     )
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*killed by SIGSEGV*cadenza doctor*"])
+
+
+def test_with_other_threads_running_a_native_test_runs_in_a_fresh_interpreter(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module that starts a thread when imported: a fork now could copy a lock it holds.
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    pytester.makeconftest("pytest_plugins = ['tests._native']")
+    pytester.makepyfile(
+        test_threads="""
+        import os, signal, threading
+        import pytest
+
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+
+        @pytest.mark.native
+        def test_crashes():
+            os.kill(os.getpid(), signal.SIGSEGV)
+
+        @pytest.mark.native
+        def test_passes_in_its_own_interpreter():
+            assert os.environ.get("CADENZA_NATIVE_INLINE") == "1"
+
+        @pytest.mark.native
+        def test_fails_with_its_message():
+            assert 1 == 2, "one is not two"
+
+        def test_still_runs():
+            assert True
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"
+    )
+    result.assert_outcomes(failed=2, passed=2)
+    result.stdout.fnmatch_lines(["*killed by SIGSEGV*cadenza doctor*"])
+    result.stdout.fnmatch_lines(["*one is not two*"])

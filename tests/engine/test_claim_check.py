@@ -252,6 +252,21 @@ async def test_input_over_the_size_limit_is_refused_before_anything_is_stored(
     assert not (env.directory / "artifacts").exists()
 
 
+async def test_the_size_limit_counts_bytes_not_characters(env: TestEnvironment) -> None:
+    from cadenza.errors import PayloadTooLarge
+
+    # 9 M characters of "é" are 18 MB of UTF-8: over the 16 MiB limit, though fewer
+    # characters than it.
+    wide = Blob(index=1, body="é" * (9 * 1024 * 1024))
+    try:
+        await env.start(takes_blob, wide)
+    except PayloadTooLarge as exc:
+        assert "bytes" in str(exc) and "artifact" in str(exc)
+    else:
+        raise AssertionError("18 MB of UTF-8 were accepted under a 16 MiB limit")
+    assert await env.engine.store.list_runs() == []
+
+
 @workflow(name="cc-cli-big")
 async def big_result(ctx: Context) -> dict[str, Any]:
     return {"body": await ctx.step(make_text, 9)}

@@ -23,7 +23,10 @@ def test_there_are_fixtures_for_each_kind_of_operation() -> None:
         _, journal, _ = load(path.read_text())
         kinds |= {str(op.type) for op in journal}
         kinds |= {"retried step" for op in journal if op.type == "step" and op.attempt > 1}
-    assert {"step", "retried step", "callback", "map", "context", "invoke"} <= kinds
+        kinds |= {"state changes" for op in journal if "state_changes" in op.data}
+        kinds |= {"legacy context" for op in journal if op.type == "context" and not op.data}
+    expected = {"step", "retried step", "callback", "map", "context", "invoke"}
+    assert expected | {"state changes", "legacy context"} <= kinds
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])

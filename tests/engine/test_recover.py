@@ -49,11 +49,16 @@ def _reset() -> None:
     attempts.clear()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "dynamodb"])
 async def any_env(request: pytest.FixtureRequest) -> AsyncIterator[TestEnvironment]:
     """An environment on each store: the engine decides, and every store must apply it."""
     if request.param == "sqlite":
         async with TestEnvironment() as environment:
+            yield environment
+        return
+    if request.param == "dynamodb":
+        store = request.getfixturevalue("dynamodb_store")()
+        async with TestEnvironment(store=store) as environment:
             yield environment
         return
     with fresh_database() as url:

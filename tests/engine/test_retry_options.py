@@ -144,6 +144,56 @@ def test_a_policy_is_itself_a_strategy() -> None:
     assert RetryDecision.no_retry() == RetryDecision(should_retry=False)
 
 
+@workflow(name="t-retry-engine-default-strategy")
+async def default_strategy(ctx: Context) -> str:
+    return await ctx.step(flaky)  # no retry= of its own: the engine's default decides
+
+
+async def test_the_engine_default_retry_may_be_a_strategy_function() -> None:
+    from cadenza.testing import FakeClock
+
+    attempts.clear()
+    decisions.clear()
+    async with TestEnvironment(clock=FakeClock(), default_retry=linear) as env:
+        run = await env.run(default_strategy)
+        assert run.status == RunStatus.SUSPENDED and attempts == [1]
+        assert run.wake_at == env.engine.clock.now() + timedelta(seconds=7)
+        await env.advance(7)
+        run = await env.resume(run)
+        assert run.wake_at == env.engine.clock.now() + timedelta(seconds=14)
+        await env.advance(14)
+        run = await env.resume(run)
+        assert run.status == RunStatus.SUCCEEDED and await env.result(run) == "ok"
+    assert attempts == [1, 2, 3]
+    assert decisions == [("ConnectionError", 1), ("ConnectionError", 2)]
+
+
+@workflow(name="t-retry-engine-default-stop")
+async def default_stop(ctx: Context) -> str:
+    try:
+        await ctx.step(always_fails)
+    except StepFailed as exc:
+        return exc.error_type
+    return "unreachable"
+
+
+async def test_a_default_strategy_that_says_stop_fails_steps_without_their_own_retry() -> None:
+    attempts.clear()
+    decisions.clear()
+    async with TestEnvironment(default_retry=give_up) as env:
+        run = await env.run(default_stop)
+        assert await env.result(run) == "ValueError"
+    assert attempts == [0] and decisions == [("ValueError", 1)]
+
+
+async def test_a_default_retry_that_is_not_callable_is_refused() -> None:
+    from cadenza.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="RetryDecision"):
+        async with TestEnvironment(default_retry=3) as env:  # type: ignore[arg-type]
+            await env.run(default_stop)
+
+
 # --- jitter modes -------------------------------------------------------------------------
 
 

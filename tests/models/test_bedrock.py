@@ -239,6 +239,11 @@ async def test_missing_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: An
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
+    # boto3's default session keeps the credentials it first resolved (the moto tests'
+    # throwaway ones, when they ran first): start from a session that has none.
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     model = infer_model(f"bedrock:{MODEL_ID}")
     with pytest.raises(ConfigurationError, match="AWS_PROFILE"):
         await model.request(ModelRequest.of("Hi"))

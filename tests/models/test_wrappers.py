@@ -28,22 +28,13 @@ from cadenza.models import (
     Usage,
     register_price,
 )
+from cadenza.testing import FakeClock
 from cadenza.testing.scripted_model import ScriptedModel
 
 
-class ManualClock:
-    """Time that moves only when told to; ``sleep`` advances it and records the wait."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+async def settle() -> None:
+    """Let every ready task run until it blocks (on the fake clock, say)."""
+    for _ in range(10):
         await asyncio.sleep(0)
 
 
@@ -67,18 +58,28 @@ async def test_cache_hit_returns_the_same_reply_marked_and_free() -> None:
 
 
 async def test_cache_entries_expire_after_the_ttl() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     inner = ScriptedModel(["old", "new"])
-    model = CachedModel(inner, ttl=timedelta(seconds=30), store=InMemoryCacheStore(clock=clock))
+    model = CachedModel(inner, ttl=timedelta(seconds=30), clock=clock)
     req = ModelRequest.of("Weather?")
 
     assert (await model.request(req)).text == "old"
-    clock.now += 29
+    clock.advance(29)
     assert (await model.request(req)).cache_hit
-    clock.now += 2
+    clock.advance(2)
     fresh = await model.request(req)
     assert (fresh.text, fresh.cache_hit) == ("new", False)
     assert len(inner.requests) == 2
+
+
+async def test_a_cache_store_ages_entries_by_its_clock() -> None:
+    clock = FakeClock()
+    store = InMemoryCacheStore(clock=clock)
+    await store.set("k", {"v": 1}, timedelta(minutes=1))
+    clock.advance(timedelta(seconds=59))
+    assert await store.get("k") == {"v": 1}
+    clock.advance(timedelta(seconds=1))
+    assert await store.get("k") is None
 
 
 async def test_cache_key_depends_on_options_and_model() -> None:
@@ -120,27 +121,42 @@ async def test_streamed_reply_is_cached() -> None:
 
 
 async def test_request_rate_is_enforced() -> None:
-    clock = ManualClock()
-    model = RateLimitedModel(
-        ScriptedModel(default="ok"), requests_per_minute=2, clock=clock, sleep=clock.sleep
-    )
-    for _ in range(3):
+    clock = FakeClock()
+    model = RateLimitedModel(ScriptedModel(default="ok"), requests_per_minute=2, clock=clock)
+    for _ in range(2):
         await model.request(ModelRequest.of("Hi"))
-    # the bucket holds 2 requests and refills one every 30 s: the third call waited 30 s
-    assert clock.slept == [pytest.approx(30.0)]
+    third = asyncio.create_task(model.request(ModelRequest.of("Hi")))
+    # the bucket holds 2 requests and refills one every 30 s: the third call waits 30 s
+    clock.advance(29.9)
+    await settle()
+    assert not third.done()
+    clock.advance(0.1)
+    assert (await asyncio.wait_for(third, timeout=1)).text == "ok"
 
 
 async def test_token_rate_is_charged_with_real_usage() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     reply = ModelResponse("long", usage=Usage(input_tokens=500, output_tokens=500))
-    model = RateLimitedModel(
-        ScriptedModel(default=reply), tokens_per_minute=1200, clock=clock, sleep=clock.sleep
-    )
+    model = RateLimitedModel(ScriptedModel(default=reply), tokens_per_minute=1200, clock=clock)
     await model.request(ModelRequest.of("Hi", max_tokens=300))  # estimated 300, really 1000
-    assert clock.slept == []
-    await model.request(ModelRequest.of("Hi", max_tokens=300))
+    second = asyncio.create_task(model.request(ModelRequest.of("Hi", max_tokens=300)))
     # 200 tokens were left after the correction; 100 more refill in 5 s (20 per second)
-    assert clock.slept == [pytest.approx(5.0)]
+    clock.advance(4.9)
+    await settle()
+    assert not second.done()
+    clock.advance(0.1)
+    await asyncio.wait_for(second, timeout=1)
+    assert model.tokens is not None and model.tokens.level == pytest.approx(-700)
+
+
+async def test_a_fake_clock_advance_refills_the_bucket_without_waiting() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(10, per=timedelta(seconds=10), clock=clock)
+    assert await bucket.take(10) == 0
+    assert bucket.level == 0
+    clock.advance(4)
+    assert bucket.level == pytest.approx(4)
+    assert await asyncio.wait_for(bucket.take(4), timeout=1) == 0  # no wait: refilled
 
 
 async def test_short_real_window() -> None:

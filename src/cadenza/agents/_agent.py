@@ -32,6 +32,7 @@ from cadenza.agents._calls import Budget, ToolOutcome, budget_scope, call_model,
 from cadenza.agents._memory import ConversationMemory
 from cadenza.agents._policy import ToolCallReview, ToolPolicy, ToolRule
 from cadenza.context import Context
+from cadenza.engine._instrumentation import agent_invocation
 from cadenza.errors import (
     AgentError,
     ConfigurationError,
@@ -139,7 +140,10 @@ class Agent:
         False for a helper agent that shares a run with another (refusals are recorded
         either way).
         """
-        with budget_scope(self.budget):  # covers what the agent's calls start, too
+        model = self.model if isinstance(self.model, str) else self.model.name
+        # The budget covers what the agent's calls start, too; the agent's operations
+        # belong to it in traces (cadenza.Instrumentation.agent_ended).
+        with budget_scope(self.budget), agent_invocation(ctx, self.name, model):
             return await _Loop(self, ctx, task, track_state).run()
 
 
@@ -222,6 +226,8 @@ class _Loop:
                     budget=agent.budget,
                 )
             except OperationFailed as exc:
+                if exc.is_configuration_error:
+                    raise  # a wrong model name or a stale cassette: no reply will fix that
                 if exc.error_type == "BudgetExceeded":
                     await self._give_up(exc.message, exc.error_type)
                 await self._failed(

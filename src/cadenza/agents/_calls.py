@@ -180,6 +180,39 @@ def _check_reply(ctx: Context, budgets: tuple[Budget, ...], response: ModelRespo
             )
 
 
+#: How much of a prompt a model call keeps in its journal record, in characters of JSON: the
+#: system prompt and as many of the latest messages as fit. An agent's prompt grows with
+#: its conversation, so keeping every prompt whole would grow a run's storage with the
+#: square of its turns; the earlier messages are in the earlier calls' records.
+PROMPT_RECORD_CHARS = 16_000
+
+
+def recorded_request(req: ModelRequest) -> dict[str, Any]:
+    """What a model call's record keeps of its request, for the console and traces."""
+    messages = [m.to_dict() for m in req.messages]
+    system = [m for m in messages if m["role"] == "system"]
+    rest = [m for m in messages if m["role"] != "system"]
+    budget = PROMPT_RECORD_CHARS - len(json.dumps(system))
+    kept: list[dict[str, Any]] = []
+    for message in reversed(rest):
+        size = len(json.dumps(message))
+        if size > budget:
+            if kept:
+                break
+            # The latest message alone is too long: keep its start.
+            message = {**message, "content": clip(str(message.get("content", "")), budget)}
+        kept.insert(0, message)
+        budget -= size
+    recorded: dict[str, Any] = {"messages": system + kept}
+    if len(kept) < len(rest):
+        recorded["omitted_messages"] = len(rest) - len(kept)
+    if req.tools:
+        recorded["tools"] = [tool.name for tool in req.tools]
+    if req.output_schema is not None:
+        recorded["output_schema"] = True
+    return recorded
+
+
 def _capped(ctx: Context, budgets: tuple[Budget, ...], req: ModelRequest) -> ModelRequest:
     """``req`` asking for no more output tokens than the budgets leave."""
     left = [b.max_tokens - _spent_tokens(ctx) for b in budgets if b.max_tokens is not None]
@@ -200,22 +233,24 @@ async def call_model(
     budgets = budgets_in_force(budget)
     check_budget(ctx, budget)
     req = _capped(ctx, budgets, ModelRequest.of(request))
-    engine = ctx.engine
+    runtime = ctx._runtime  # the deployment's spend guard and stream listeners
 
     async def ask_model(step: StepContext) -> dict[str, Any]:
-        if not engine.has_stream_listeners:
-            return (await chosen.request(req)).to_dict()
+        await runtime.check_spend(step.op_id)  # in the step: the decision is journaled
+        send = runtime.model_stream()
+        if send is None:
+            return {**(await chosen.request(req)).to_dict(), "request": recorded_request(req)}
         final: ModelResponse | None = None
         async for chunk in chosen.stream(req):
             if chunk.delta:
-                engine.stream(step.run_id, step.op_id, chunk.delta)
+                send(step.op_id, chunk.delta)
             if chunk.response is not None:
                 final = chunk.response
         if final is None:
             from cadenza.errors import ModelResponseError
 
             raise ModelResponseError(f"{chosen.name} ended its stream without a reply")
-        return final.to_dict()
+        return {**final.to_dict(), "request": recorded_request(req)}
 
     data = await ctx.step(
         ask_model, name=name or f"model:{chosen.name}", retry=retry or MODEL_RETRY

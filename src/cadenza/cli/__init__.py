@@ -22,12 +22,18 @@ import click
 
 from cadenza.cli._common import console, err_console, literal, run_async
 from cadenza.cli.callbacks import callback_group
+from cadenza.cli.costs import costs_group
 from cadenza.cli.events import events_group, rules_group
+from cadenza.cli.export import export_command
+from cadenza.cli.prune import prune_command
 from cadenza.cli.runs import cancel_command, run_command, runs_group
+from cadenza.cli.schedules import schedules_group
+from cadenza.cli.trace import trace_command
 from cadenza.config import CLI_HOME
 from cadenza.engine.engine import Engine
 from cadenza.engine.worker import Worker
 from cadenza.errors import ConfigurationError, WorkflowNotFound
+from cadenza.telemetry._logging import configure_logging
 from cadenza.workflow import load, registered
 
 # The libraries behind local models and embeddings draw progress bars on stderr while they
@@ -43,16 +49,21 @@ for _variable in (
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cadenza")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="CADENZA_LOG_FORMAT",
+    show_default=True,
+    help="json: one JSON object per log line, with the run, operation and trace ids.",
+)
+def cli(verbose: int, log_format: str) -> None:
     """cadenza: durable, event-driven agentic workflows.
 
     State lives under $CADENZA_HOME (default ./.cadenza); CADENZA_STORE picks another store
     (sqlite:///path.db, postgresql://…).
     """
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(
-        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(max(logging.WARNING - 10 * verbose, logging.DEBUG), fmt=log_format)
 
 
 @cli.command("worker")
@@ -145,12 +156,17 @@ def _import_workflows(ref: str) -> None:
 
 cli.add_command(run_command)
 cli.add_command(runs_group)
+cli.add_command(costs_group)
+runs_group.add_command(export_command)
+runs_group.add_command(trace_command)
+runs_group.add_command(prune_command)
 cli.add_command(cancel_command)
 cli.add_command(callback_group)
 cli.add_command(events_group)
 cli.add_command(rules_group)
+cli.add_command(schedules_group)
 
-for _name in ("models", "db", "examples", "doctor", "recover", "replay_check"):
+for _name in ("models", "db", "examples", "doctor", "recover", "replay_check", "serve", "aws"):
     # Command groups of optional parts register themselves when present.
     try:
         _module = importlib.import_module(f"cadenza.cli.{_name}")

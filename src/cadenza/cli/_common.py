@@ -39,6 +39,8 @@ console = Console(highlight=False, soft_wrap=True, width=_width, emoji=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 EXIT_RUN_FAILED = 1
+#: The exit status of a command given the name of something that does not exist.
+EXIT_NOT_FOUND = 3
 
 #: Deepest nesting accepted in JSON given on the command line.
 MAX_JSON_DEPTH = 200
@@ -205,6 +207,20 @@ def fail(exc: CadenzaError) -> NoReturn:
     sys.exit(type(exc).exit_code)
 
 
+def report_deleted(
+    kind: str, name: str, deleted: bool, *, hint: str = "", as_json: bool = False
+) -> int:
+    """Say whether the ``kind`` called ``name`` was deleted (``hint``: what to do when there
+    was none); the exit status, 0 or :data:`EXIT_NOT_FOUND`."""
+    if as_json:
+        emit_json({"name": name, "deleted": deleted})
+    elif deleted:
+        console.print(f"deleted {kind} {literal(name)}")
+    else:
+        err_console.print(f"[red]error:[/red] no {kind} named {literal(name)}{hint}")
+    return 0 if deleted else EXIT_NOT_FOUND
+
+
 def ago(value: datetime | None, now: datetime) -> str:
     if value is None:
         return "-"
@@ -225,6 +241,7 @@ def _span(seconds: float) -> str:
 
 
 __all__ = [
+    "EXIT_NOT_FOUND",
     "EXIT_RUN_FAILED",
     "MAX_JSON_DEPTH",
     "Engine",
@@ -238,6 +255,7 @@ __all__ = [
     "literal",
     "literal_text",
     "parse_json",
+    "report_deleted",
     "run_async",
     "stdout_reserved_for_json",
     "visible",

@@ -210,6 +210,9 @@ def finished_line(event: HistoryEvent, op: OpRecord | None) -> Text | None:
     d = event.details
     name = visible(event.name or "")
     match event.type:
+        case H.STEP_SUCCEEDED if d.get("next_attempt_at"):  # a wait_for_condition check
+            again = str(d["next_attempt_at"])[11:19]
+            return Text.assemble(("…", "cyan"), f" condition {name} not met, again at {again}")
         case H.STEP_SUCCEEDED:
             return Text.assemble(("✓", "green"), f" step {name}", (took, "dim"))
         case H.STEP_FAILED:

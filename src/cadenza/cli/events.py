@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from typing import Any
 
 import click
 from rich.table import Table
 
+from cadenza.cli import _remote as remote
 from cadenza.cli._common import (
     console,
     emit_json,
-    err_console,
     fail,
     json_option,
     literal,
     literal_text,
     parse_json,
+    report_deleted,
     run_async,
     stdout_reserved_for_json,
     visible,
@@ -69,6 +70,19 @@ def events_put(
     as_json: bool,
 ) -> None:
     """Publish one event; matching rules and waiting runs receive it."""
+    if remote.active():
+        data = parse_json(detail, "--detail", example='{"ticket": 42}')
+        if not isinstance(data, dict):
+            fail(InvalidInput("--detail must be a JSON object, e.g. --detail '{\"ticket\": 42}'"))
+        sent: dict[str, Any] = {"detail_type": detail_type, "detail": data, "source": source}
+        if event_id is not None:
+            sent["id"] = _event_id(event_id)
+        event = remote.api().call("POST", "/events", json=sent)
+        if as_json:
+            emit_json({k: v for k, v in event.items() if k not in ("delivered", "tenant")})
+        else:
+            console.print(f"published event {literal(event['id'])} ({literal(detail_type)})")
+        return
 
     @run_async
     async def body(engine: Engine) -> None:
@@ -181,7 +195,7 @@ def rules_put(
             target=target,
             params=params,
             enabled=not disabled,
-            created_at=datetime.now(UTC),
+            created_at=engine.clock.now(),
         )
         validate_rule(rule)
         await engine.store.put_rule(rule)
@@ -242,11 +256,7 @@ def rules_delete(name: str) -> None:
 
     @run_async
     async def body(engine: Engine) -> int:
-        if not await engine.store.delete_rule(name):
-            err_console.print(f"[red]error:[/red] no rule named {literal(name)}")
-            return 3
-        console.print(f"deleted rule {literal(name)}")
-        return 0
+        return report_deleted("rule", name, await engine.store.delete_rule(name))
 
     raise SystemExit(body())
 

@@ -6,14 +6,16 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import click
 from pydantic import TypeAdapter
 from rich.table import Table
 
 from cadenza._callbacks import describe_schema
+from cadenza.cli import _remote as remote
 from cadenza.cli._common import (
     EXIT_RUN_FAILED,
     ago,
@@ -32,6 +34,7 @@ from cadenza.cli._progress import LineProgress, LiveProgress, ProgressBoard
 from cadenza.engine.engine import Engine
 from cadenza.engine.worker import drive
 from cadenza.errors import CadenzaError
+from cadenza.history import HistoryEvent
 from cadenza.journal import OpType
 from cadenza.ports.run_store import (
     Checkpoint,
@@ -129,11 +132,26 @@ async def advance(
             await drive(engine, run.run_id, linger=timedelta(seconds=linger))
         )
     waits = await pending_waits(engine, run)
+    return outcome(run, waits, as_json=as_json)
+
+
+def outcome(run: RunRecord, waits: list[dict[str, Any]], *, as_json: bool) -> int:
+    """Show how ``run`` ended or what it waits on, as JSON or for a person; return the exit
+    status that says whether it failed."""
     if as_json:
         emit_json({**describe(run), "waiting_for": waits})
     else:
         report(run, waits)
     return EXIT_RUN_FAILED if run.status in (RunStatus.FAILED, RunStatus.CANCELLED) else 0
+
+
+def detached(run: RunRecord, *, as_json: bool) -> int:
+    """Say that ``run`` started and a worker will run it; return the exit status."""
+    if as_json:
+        emit_json(describe(run))
+    else:
+        console.print(f"started run [bold]{literal(run.run_id)}[/bold]; a worker will run it")
+    return 0
 
 
 def report(run: RunRecord, waits: list[dict[str, Any]]) -> None:
@@ -215,6 +233,9 @@ def run_command(
     Prints the result, or the callback token the run waits on.
     """
 
+    if remote.active():
+        sys.exit(_remote_run(ref, input_json, run_id, idempotency_key, linger, detach, as_json))
+
     @run_async
     async def body(engine: Engine) -> int:
         with stdout_reserved_for_json(as_json):  # a module may print as it is imported
@@ -222,13 +243,7 @@ def run_command(
         value = parse_json(input_json, "--input", example=input_example(definition.input_type))
         run = await engine.start(definition, value, run_id=run_id, idempotency_key=idempotency_key)
         if detach:
-            if as_json:
-                emit_json(describe(run))
-            else:
-                console.print(
-                    f"started run [bold]{literal(run.run_id)}[/bold]; a worker will run it"
-                )
-            return 0
+            return detached(run, as_json=as_json)
         if not quiet and not as_json:
             err_console.print(
                 f"[bold]▶ run {literal(run.run_id)}[/bold] {literal(definition.name)}"
@@ -239,6 +254,31 @@ def run_command(
         )
 
     sys.exit(body())
+
+
+def _remote_run(
+    ref: str,
+    input_json: str | None,
+    run_id: str | None,
+    idempotency_key: str | None,
+    linger: float,
+    detach: bool,
+    as_json: bool,
+) -> int:
+    """``cadenza run`` against a service: start the run there, and follow it until it ends
+    or waits (the service's workers execute it)."""
+    api = remote.api()
+    body: dict[str, Any] = {"workflow": ref, "input": parse_json(input_json, "--input")}
+    if run_id is not None:
+        body["run_id"] = run_id
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    started = remote.run_from_json(api.call("POST", "/runs", json=body, headers=headers))
+    if detach:
+        return detached(started, as_json=as_json)
+    detail = remote.settle(api, started.run_id, linger=linger)
+    run = remote.run_from_json(detail)
+    waits = remote.waits_from_json(detail)
+    return outcome(run, waits, as_json=as_json)
 
 
 def input_example(tp: Any) -> str:
@@ -274,6 +314,15 @@ def runs_group() -> None:
 @json_option
 def runs_list(status: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
     """Recent runs, newest first."""
+    if remote.active():
+        params: dict[str, Any] = {"limit": limit, "include_result": as_json}
+        if status:
+            params["status"] = status.upper()
+        if workflow:
+            params["workflow"] = workflow
+        page = remote.api().call("GET", "/runs", params=params)
+        _print_runs([remote.run_from_json(r) for r in page["runs"]], as_json, datetime.now(UTC))
+        return
 
     @run_async
     async def body(engine: Engine) -> None:
@@ -283,24 +332,31 @@ def runs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
         if as_json:
             emit_json([await _listed(engine, r) for r in runs])
             return
-        if not runs:
-            console.print("no runs yet; start one with: cadenza run MODULE:WORKFLOW")
-            return
-        now = engine.clock.now()
-        table = Table(box=None)
-        for column in ("RUN", "WORKFLOW", "STATUS", "STARTED", "UPDATED"):
-            table.add_column(column)
-        for r in runs:
-            table.add_row(
-                literal_text(r.run_id),
-                literal_text(f"{r.workflow} v{r.version}"),
-                str(r.status),
-                ago(r.created_at, now),
-                ago(r.updated_at, now),
-            )
-        console.print(table)
+        _print_runs(runs, as_json, engine.clock.now())
 
     body()
+
+
+def _print_runs(runs: list[RunRecord], as_json: bool, now: datetime) -> None:
+    """The runs of ``runs list`` (their input and result readable)."""
+    if as_json:
+        emit_json([describe(r) for r in runs])
+        return
+    if not runs:
+        console.print("no runs yet; start one with: cadenza run MODULE:WORKFLOW")
+        return
+    table = Table(box=None)
+    for column in ("RUN", "WORKFLOW", "STATUS", "STARTED", "UPDATED"):
+        table.add_column(column)
+    for r in runs:
+        table.add_row(
+            literal_text(r.run_id),
+            literal_text(f"{r.workflow} v{r.version}"),
+            str(r.status),
+            ago(r.created_at, now),
+            ago(r.updated_at, now),
+        )
+    console.print(table)
 
 
 @runs_group.command("show")
@@ -308,6 +364,17 @@ def runs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
 @json_option
 def runs_show(run_id: str, as_json: bool) -> None:
     """Status, result or error, and what the run waits on."""
+    if remote.active():
+        detail = remote.api().call("GET", f"/runs/{quote(run_id, safe='')}")
+        _show(
+            remote.run_from_json(detail),
+            detail["steps"],
+            remote.waits_from_json(detail),
+            [remote.run_from_json(c) for c in detail["children"]],
+            as_json,
+            datetime.now(UTC),
+        )
+        return
 
     @run_async
     async def body(engine: Engine) -> None:
@@ -322,48 +389,61 @@ def runs_show(run_id: str, as_json: bool) -> None:
             await engine.readable(c)
             for c in await engine.store.list_runs(parent_run_id=run_id, limit=1000)
         ]
-        if as_json:
-            emit_json(
-                {
-                    **describe(run),
-                    "steps": counts,
-                    "waiting_for": waits,
-                    "children": [describe(c) for c in children],
-                    "agent_status": run.state.get("status"),
-                }
-            )
-            return
-        now = engine.clock.now()
-        console.print(
-            f"[bold]{literal(run.run_id)}[/bold]  {literal(run.workflow)} v{literal(run.version)}"
-            f"  [bold]{run.status}[/bold]"
-        )
-        console.print(f"  started {ago(run.created_at, now)}, updated {ago(run.updated_at, now)}")
-        if run.origin is not None:
-            console.print(
-                f"  forked from {literal(run.origin.run_id)} at op {literal(run.origin.op_id)}"
-            )
-        console.print(
-            f"  steps: {', '.join(f'{v} {k.lower()}' for k, v in counts.items()) or 'none'}"
-        )
-        if run.state.get("status"):
-            console.print(f"  agent status: {literal(run.state['status'])}")
-        usage = run.state.get("metadata", {}).get("usage")
-        if usage:
-            console.print(
-                literal(
-                    f"  models: {usage['requests']} calls, {usage['input_tokens']} tokens in,"
-                    f" {usage['output_tokens']} out, {usage['cached_tokens']} cached,"
-                    f" ${usage['cost_usd']:.4f}"
-                )
-            )
-        for child in children:
-            console.print(
-                f"  child {literal(child.run_id)}: {literal(child.workflow)} {child.status}"
-            )
-        report(run, waits) if not run.status.terminal else _print_outcome(run)
+        _show(run, counts, waits, children, as_json, engine.clock.now())
 
     body()
+
+
+def _show(
+    run: RunRecord,
+    counts: dict[str, int],
+    waits: list[dict[str, Any]],
+    children: list[RunRecord],
+    as_json: bool,
+    now: datetime,
+) -> None:
+    """What ``runs show`` prints of a run (made readable)."""
+    if as_json:
+        emit_json(
+            {
+                **describe(run),
+                "steps": counts,
+                "waiting_for": waits,
+                "children": [describe(c) for c in children],
+                "agent_status": run.state.get("status"),
+            }
+        )
+        return
+    console.print(
+        f"[bold]{literal(run.run_id)}[/bold]  {literal(run.workflow)} v{literal(run.version)}"
+        f"  [bold]{run.status}[/bold]"
+    )
+    console.print(f"  started {ago(run.created_at, now)}, updated {ago(run.updated_at, now)}")
+    if run.origin is not None:
+        console.print(
+            f"  forked from {literal(run.origin.run_id)} at op {literal(run.origin.op_id)}"
+        )
+    scheduled = run.state.get("metadata", {}).get("schedule")
+    if isinstance(scheduled, dict):
+        console.print(
+            f"  started by schedule {literal(scheduled.get('name'))}"
+            f" for tick {literal(scheduled.get('tick'))}"
+        )
+    console.print(f"  steps: {', '.join(f'{v} {k.lower()}' for k, v in counts.items()) or 'none'}")
+    if run.state.get("status"):
+        console.print(f"  agent status: {literal(run.state['status'])}")
+    usage = run.state.get("metadata", {}).get("usage")
+    if usage:
+        console.print(
+            literal(
+                f"  models: {usage['requests']} calls, {usage['input_tokens']} tokens in,"
+                f" {usage['output_tokens']} out, {usage['cached_tokens']} cached,"
+                f" ${usage['cost_usd']:.4f}"
+            )
+        )
+    for child in children:
+        console.print(f"  child {literal(child.run_id)}: {literal(child.workflow)} {child.status}")
+    report(run, waits) if not run.status.terminal else _print_outcome(run)
 
 
 def _print_outcome(run: RunRecord) -> None:
@@ -380,30 +460,37 @@ def _print_outcome(run: RunRecord) -> None:
 @json_option
 def runs_history(run_id: str, as_json: bool) -> None:
     """Every event of the run, in order (ExecutionStarted, StepStarted, …)."""
+    if remote.active():
+        entries = remote.api().call("GET", f"/runs/{quote(run_id, safe='')}/history")
+        _print_history([remote.history_from_json(e) for e in entries], as_json)
+        return
 
     @run_async
     async def body(engine: Engine) -> None:
         await engine.store.get_run(run_id)
-        events = await engine.store.history(run_id)
-        if as_json:
-            emit_json([e.to_dict() for e in events])
-            return
-        table = Table(box=None)
-        for column in ("#", "TIME", "EVENT", "OP", "NAME", "DETAILS"):
-            table.add_column(column, overflow="fold")
-        for position, e in enumerate(events, start=1):
-            details = {k: v for k, v in e.details.items() if k != "traceback"}
-            table.add_row(
-                str(position),
-                e.timestamp.strftime("%H:%M:%S.%f")[:-3],
-                str(e.type),
-                literal_text(e.op_id or ""),
-                literal_text(e.name or ""),
-                literal_text(_clip(json.dumps(details, default=str)) if details else ""),
-            )
-        console.print(table)
+        _print_history(await engine.store.history(run_id), as_json)
 
     body()
+
+
+def _print_history(events: list[HistoryEvent], as_json: bool) -> None:
+    if as_json:
+        emit_json([e.to_dict() for e in events])
+        return
+    table = Table(box=None)
+    for column in ("#", "TIME", "EVENT", "OP", "NAME", "DETAILS"):
+        table.add_column(column, overflow="fold")
+    for position, e in enumerate(events, start=1):
+        details = {k: v for k, v in e.details.items() if k != "traceback"}
+        table.add_row(
+            str(position),
+            e.timestamp.strftime("%H:%M:%S.%f")[:-3],
+            str(e.type),
+            literal_text(e.op_id or ""),
+            literal_text(e.name or ""),
+            literal_text(_clip(json.dumps(details, default=str)) if details else ""),
+        )
+    console.print(table)
 
 
 def _clip(text: str, limit: int = 120) -> str:
@@ -415,6 +502,10 @@ def _clip(text: str, limit: int = 120) -> str:
 @json_option
 def runs_state(run_id: str, as_json: bool) -> None:
     """The run's agent state document (status, goal, plan, context, metadata)."""
+    if remote.active():
+        state = remote.api().call("GET", f"/runs/{quote(run_id, safe='')}/state")
+        emit_json(state) if as_json else console.print(json_text(state))
+        return
 
     @run_async
     async def body(engine: Engine) -> None:
@@ -432,17 +523,24 @@ def runs_state(run_id: str, as_json: bool) -> None:
 @json_option
 def cancel_command(run_id: str, as_json: bool) -> None:
     """Cancel a run (and its child runs)."""
+    if remote.active():
+        cancelled = remote.api().call("POST", f"/runs/{quote(run_id, safe='')}/cancel")
+        _print_cancelled(remote.run_from_json(cancelled), as_json)
+        return
 
     @run_async
     async def body(engine: Engine) -> None:
-        run = await engine.cancel(run_id)
-        if as_json:
-            emit_json(describe(run))
-        elif run.status == RunStatus.CANCELLED:
-            console.print(f"run {literal(run_id)} cancelled")
-        else:
-            console.print(
-                f"run {literal(run_id)} will stop at its next checkpoint (a worker holds it)"
-            )
+        _print_cancelled(await engine.cancel(run_id), as_json)
 
     body()
+
+
+def _print_cancelled(run: RunRecord, as_json: bool) -> None:
+    if as_json:
+        emit_json(describe(run))
+    elif run.status == RunStatus.CANCELLED:
+        console.print(f"run {literal(run.run_id)} cancelled")
+    else:
+        console.print(
+            f"run {literal(run.run_id)} will stop at its next checkpoint (a worker holds it)"
+        )

@@ -89,6 +89,7 @@ async def fork(
         priority=source.priority,
         trace_id=uuid.uuid4().hex,
         origin=RunOrigin(run_id, from_op, state),
+        tenant=source.tenant,
     )
     # The copied journal took the branches the source's patch markers chose (ctx.patched).
     patches = (source.state or {}).get("metadata", {}).get("patches")

@@ -15,11 +15,20 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from cadenza._callbacks import expire_callbacks, next_callback_deadline
+from cadenza._runtime import Runtime
+from cadenza._signals import Abort, ContinueAsNew, Fatal, ReplayEnd, Suspend
 from cadenza.clock import iso
+from cadenza.context import Context
+from cadenza.engine._cancellation import cancellation
+from cadenza.engine._continue_as_new import continued
+from cadenza.engine._instrumentation import attempt_scope as _attempt_scope
 from cadenza.errors import (
     CadenzaError,
     ErrorInfo,
@@ -31,44 +40,31 @@ from cadenza.errors import (
 )
 from cadenza.history import HistoryEvent, HistoryEventType
 from cadenza.journal import OpRecord, OpType
+from cadenza.ports.artifact_store import RunArtifacts
 from cadenza.ports.run_store import (
+    CallbackKind,
     CallbackRecord,
     CallbackResolution,
+    CallbackStatus,
+    Cancellation,
     Checkpoint,
+    ChildRun,
     RunOutcome,
     RunRecord,
     RunStatus,
+    WakeUp,
 )
 from cadenza.serde import preview
 from cadenza.state import AgentState, AgentStatus
 from cadenza.workflow import WorkflowDefinition
 
 if TYPE_CHECKING:
+    from cadenza.client import Client
     from cadenza.engine.engine import Engine
 
-
-class Suspend(BaseException):
-    """An operation cannot finish in this activation; the run will be woken later."""
-
-
-class ReplayEnd(Suspend):
-    """A replay check reached an operation the journal has no outcome for: stop there."""
-
-
-class Abort(BaseException):
-    """The store refused a checkpoint; stop the activation without writing more."""
-
-    def __init__(self, cause: CadenzaError) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-class Fatal(BaseException):
-    """Replay found the code and the journal disagreeing; the run must fail."""
-
-    def __init__(self, cause: NonDeterminismError) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
+# The signals live in a leaf module that the context's machinery shares; importing them
+# from here still works.
+__all__ = ["Abort", "Activation", "ActivationResult", "Fatal", "ReplayEnd", "Suspend"]
 
 
 # In flight, these only read what the journal and the callbacks hold (a container replays
@@ -96,7 +92,7 @@ class _Buffer:
     callbacks: list[CallbackRecord] = field(default_factory=list)
     resolutions: list[CallbackResolution] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
-    children: list[RunRecord] = field(default_factory=list)
+    children: list[ChildRun] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
@@ -109,7 +105,9 @@ class _Buffer:
         )
 
 
-class Activation:
+class Activation(Runtime):
+    """One replay of a run: the :class:`~cadenza._runtime.Runtime` its Context runs on."""
+
     def __init__(
         self,
         engine: Engine,
@@ -132,6 +130,7 @@ class Activation:
         self.callbacks = {cb.callback_id: cb for cb in callbacks}
         self.codec = engine.codec.for_run(run.run_id)
         self.tokens = engine.tokens
+        self.default_retry = engine.default_retry
         # Replay rebuilds the document from scratch; only the count of activations carries
         # over (everything else, error counts and usage included, is recounted by replay).
         stored = run.state.get("metadata", {}) if run.state else {}
@@ -153,6 +152,11 @@ class Activation:
         self.patch_memo: dict[str, bool] = {}
         if self.patches:
             carried["patches"] = sorted(self.patches)
+        # What started the run (a schedule's tick) is set at its creation, not by replay.
+        if stored.get("schedule"):
+            carried["schedule"] = stored["schedule"]
+        if stored.get("causationId"):  # the emit ("RUN/OP") whose event started the run
+            carried["causationId"] = stored["causationId"]
         self.state = AgentState(self.engine.initial_state(run, carried))
         self._stored_state = json.dumps(run.state, default=str)
         self._buffer = _Buffer()
@@ -162,6 +166,10 @@ class Activation:
         self.cancel_requested = run.cancel_requested and not check_only
         self.replayed = 0
         self.executed = 0
+        # The order in which child contexts finish, across activations: replay gives back
+        # the state changes of a batch's finished items in that order (Context._run_child).
+        self.invocation = invocations
+        self.children_finished = 0
         self.check_value: Any = None
         self.check_completed = False
 
@@ -187,6 +195,8 @@ class Activation:
         self._buffer.history.append(event)
         if self.engine.has_activity_listeners:
             self.engine.activity(self.run, event)
+        if op is not None and self.engine.instruments:  # live work only: replay notes nothing
+            self.engine.instruments.noted(self, event, op)
 
     def add_callback(self, callback: CallbackRecord) -> None:
         self.callbacks[callback.callback_id] = callback
@@ -199,7 +209,62 @@ class Activation:
         self._buffer.events.append(event)
 
     def add_child(self, child: RunRecord) -> None:
-        self._buffer.children.append(child)
+        details = {"parent_run_id": self.run.run_id, "parent_op_id": child.parent_op_id}
+        started = HistoryEvent(
+            seq=0, type=HistoryEventType.EXECUTION_STARTED, timestamp=self.now(), details=details
+        )
+        self._buffer.children.append(ChildRun(child, started))
+
+    async def start_child_run(
+        self, definition: WorkflowDefinition, input: Any, *, run_id: str, op_id: str
+    ) -> None:
+        now = self.now()
+        self.add_child(
+            RunRecord(
+                run_id=run_id,
+                workflow=definition.name,
+                version=definition.version,
+                status=RunStatus.PENDING,
+                input=await self.engine.encode_input(definition, input, run_id=run_id),
+                created_at=now,
+                updated_at=now,
+                module=definition.module,
+                parent_run_id=self.run.run_id,
+                parent_op_id=op_id,
+                queue=definition.queue,
+                trace_id=self.run.trace_id,
+                state=self.engine.initial_document(run_id, now),
+                tenant=self.run.tenant,
+            )
+        )
+
+    def attempt_scope(self, op: OpRecord) -> AbstractContextManager[object]:
+        return _attempt_scope(self, op)
+
+    def run_artifacts(self) -> RunArtifacts | None:
+        store = self.engine.artifacts
+        return store.for_run(self.run.run_id) if store is not None else None
+
+    def control_client(self) -> Client:
+        return self.engine.step_client()
+
+    def model_stream(self) -> Callable[[str, str], None] | None:
+        if not self.engine.has_stream_listeners:
+            return None
+        run_id, stream = self.run.run_id, self.engine.stream
+        return lambda op_id, text: stream(run_id, op_id, text)
+
+    async def check_spend(self, op_id: str) -> None:
+        guard = self.engine.spend_guard
+        if guard is not None:
+            await guard.check(
+                self.engine,
+                run_id=self.run.run_id,
+                op_id=op_id,
+                workflow=self.definition.name,
+                tenant=self.run.tenant,
+                trace_id=self.run.trace_id,
+            )
 
     def count_error(self) -> None:
         metadata = self.state.to_dict().setdefault("metadata", {})
@@ -262,10 +327,6 @@ class Activation:
     # --- the activation itself ----------------------------------------------------------
 
     async def execute(self) -> ActivationResult:
-        # These modules import this one.
-        from cadenza._callbacks import expire_callbacks, next_callback_deadline
-        from cadenza.context import Context
-
         started = time.perf_counter()
         ctx = Context(self, "")
         outcome: RunOutcome | None = None
@@ -292,6 +353,8 @@ class Activation:
             text = await self.codec.encode(result, what="the workflow's result")
             outcome = RunOutcome(RunStatus.SUCCEEDED, result=text)
             self.state.status = self.state.get("status") or AgentStatus.COMPLETED
+        except ContinueAsNew as signal:
+            outcome = await continued(self, signal)
         except Suspend:
             outcome = None
         except Abort as abort:
@@ -335,6 +398,9 @@ class Activation:
             checkpoint = self._checkpoint()
             checkpoint.outcome = outcome
             checkpoint.suspend = outcome is None
+            if outcome is not None:
+                checkpoint.wake_ups = self._parent_wake_ups(outcome)
+                checkpoint.cancels = self._open_children_cancels(outcome, checkpoint.now)
             checkpoint.wake_at = wake_at
             try:
                 await self._commit(checkpoint)
@@ -404,6 +470,28 @@ class Activation:
         else:
             error = outcome.error.to_dict() if outcome.error else None
             self.note(HistoryEventType.EXECUTION_FAILED, error=error)
+
+    def _parent_wake_ups(self, outcome: RunOutcome) -> list[WakeUp]:
+        """A child run's end resolves its parent's INVOKE callback (named after the child)
+        and wakes the parent; the store skips it if the parent no longer waits."""
+        parent = self.run.parent_run_id
+        if parent is None:
+            return []
+        succeeded = outcome.status == RunStatus.SUCCEEDED
+        status = CallbackStatus.SUCCEEDED if succeeded else CallbackStatus.FAILED
+        resolution = CallbackResolution(self.run.run_id, status, outcome.result, outcome.error)
+        return [WakeUp(parent, resolution)]
+
+    def _open_children_cancels(self, outcome: RunOutcome, now: datetime) -> list[Cancellation]:
+        """A cancelled run cancels the child runs it still waits for, those started after
+        the cancellation was requested included. Its own end needs no word from them."""
+        if outcome.status != RunStatus.CANCELLED:
+            return []
+        return [
+            cancellation(cb.callback_id, None, now)
+            for cb in self.callbacks.values()
+            if cb.kind == CallbackKind.INVOKE and cb.status == CallbackStatus.PENDING
+        ]
 
     def _aborted(self, cause: CadenzaError) -> ActivationResult:
         return ActivationResult(

@@ -10,20 +10,29 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cadenza._callbacks import check_payload
 from cadenza.clock import Clock, iso, parse_iso
-from cadenza.engine import _recovery, _replay_check
+from cadenza.engine import (
+    _cancellation,
+    _compaction,
+    _export,
+    _recovery,
+    _replay_check,
+    _retention,
+)
+from cadenza.engine._instrumentation import Instrumentation, Instruments
 from cadenza.engine.activation import Activation, ActivationResult
 from cadenza.errors import (
     CallbackAlreadyCompleted,
     CallbackNotFound,
     CallbackTokenExpired,
     CheckpointConflict,
+    ConfigurationError,
     ErrorInfo,
     InvalidCallbackToken,
     InvalidInput,
@@ -35,6 +44,7 @@ from cadenza.errors import (
 from cadenza.history import HistoryEvent, HistoryEventType
 from cadenza.ports.artifact_store import ArtifactStore
 from cadenza.ports.run_store import (
+    DEFAULT_TENANT,
     CallbackKind,
     CallbackRecord,
     CallbackResolution,
@@ -44,11 +54,16 @@ from cadenza.ports.run_store import (
     RunStatus,
     RunStore,
 )
-from cadenza.retry import RetryPolicy
+from cadenza.retry import RetryPolicy, RetryStrategy
 from cadenza.security.tokens import CallbackTokens
 from cadenza.serde import PayloadCodec, convert
 from cadenza.state import new_state_document
+from cadenza.telemetry._logging import log_context
 from cadenza.workflow import WorkflowDefinition, load, lookup
+
+if TYPE_CHECKING:
+    from cadenza.client import Client
+    from cadenza.telemetry._costs import SpendGuard
 
 log = logging.getLogger("cadenza.engine")
 
@@ -99,22 +114,42 @@ class Engine:
         artifacts: ArtifactStore | None = None,
         clock: Clock | None = None,
         owner: str | None = None,
-        default_retry: RetryPolicy | None = None,
+        default_retry: RetryPolicy | RetryStrategy | None = None,
         lease: timedelta = timedelta(seconds=30),
         claim_check_bytes: int = 64 * 1024,
+        spend_guard: SpendGuard | None = None,
+        instrumentation: Iterable[Instrumentation] | Instrumentation | None = None,
+        retention: timedelta | None = _retention.DEFAULT_RETENTION,
+        history_bound: int | None = 1000,
     ) -> None:
         self.store = store
+        # How long ended runs are kept when their workflow does not say (None: forever).
+        self.retention = retention
+        # Past this many events an open run's older history is folded into a summary
+        # (None: never); see engine/_compaction.py.
+        self.history_bound = history_bound
+        # Hooks for live work (cadenza.Instrumentation); empty, they cost a truth test.
+        self.instruments = Instruments(instrumentation)
+        # The deployment's budgets per workflow and tenant, checked in each model call.
+        self.spend_guard = spend_guard
         self.artifacts = artifacts
         self.clock = clock or Clock()
         self.codec = PayloadCodec(artifacts, threshold=claim_check_bytes)
         self.tokens = CallbackTokens(secret)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.default_retry = default_retry or RetryPolicy()
+        if default_retry is not None and not callable(default_retry):
+            raise ConfigurationError(
+                f"default_retry must be a RetryPolicy or a retry strategy function"
+                f" (error, attempt) -> RetryDecision; got {type(default_retry).__name__}"
+            )
+        # Either form: steps without their own retry= ask it through retry.decide.
+        self.default_retry: RetryPolicy | RetryStrategy = default_retry or RetryPolicy()
         self.lease = lease
         self._listeners: list[Listener] = []
         self._stream_listeners: list[StreamListener] = []
         self._activity_listeners: list[ActivityListener] = []
         self._wakeups: list[asyncio.Event] = []
+        self._step_client: Client | None = None
 
     async def close(self) -> None:
         await self.store.close()
@@ -159,6 +194,16 @@ class Engine:
                 listener(run_id, op_id, text)
             except Exception:
                 log.exception("stream listener failed")
+
+    def step_client(self) -> Client:
+        """The :class:`~cadenza.Client` over this engine that step functions are handed
+        (``StepContext.client``): one per engine, made when a step first asks."""
+        if self._step_client is None:
+            # The client is a layer above the engine and imports it: import it late.
+            from cadenza.client import Client
+
+            self._step_client = Client(self)
+        return self._step_client
 
     def wakeup_event(self) -> asyncio.Event:
         """An event set whenever something may have become runnable in this process;
@@ -221,11 +266,16 @@ class Engine:
         priority: int = 0,
         queue: str | None = None,
         trace_id: str | None = None,
+        causation_id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> RunRecord:
-        """Create a run of ``workflow``; a worker (or ``drive``) executes it."""
+        """Create a run of ``workflow`` for ``tenant``; a worker (or ``drive``) executes it."""
         run_id = run_id or f"r-{uuid.uuid4().hex[:12]}"
         encoded = await self.encode_input(workflow, input, run_id=run_id)
         now = self.clock.now()
+        state = self.initial_document(run_id, now)
+        if causation_id:  # "RUN/OP": the emit whose event started this run (traces link it)
+            state["metadata"]["causationId"] = causation_id
         run = RunRecord(
             run_id=run_id,
             workflow=workflow.name,
@@ -237,9 +287,10 @@ class Engine:
             module=workflow.module,
             queue=queue or workflow.queue,
             priority=priority,
-            state=self.initial_document(run_id, now),
+            state=state,
             trace_id=trace_id or uuid.uuid4().hex,
             idempotency_key=idempotency_key,
+            tenant=tenant,
         )
         started = HistoryEvent(
             seq=0,
@@ -282,15 +333,35 @@ class Engine:
 
     async def activate(self, run: RunRecord) -> ActivationResult:
         """Run one claimed run until it ends or suspends (replaying its journal first)."""
+        # Every log line written while it runs names the run (--log-format json).
+        with log_context(run_id=run.run_id, trace_id=run.trace_id, workflow=run.workflow):
+            return await self._activate(run)
+
+    async def _activate(self, run: RunRecord) -> ActivationResult:
         definition = self.resolve(run)
         if definition is None:
             return await self._park_unknown(run)
         for _ in range(10):
             journal, callbacks = await self.store.load_activation(run.run_id)
-            result = await Activation(self, run, definition, journal, callbacks).execute()
+            activation = Activation(self, run, definition, journal, callbacks)
+            if self.instruments:
+                info = self.instruments.invocation_started(activation)
+                try:
+                    result = await activation.execute()
+                except BaseException:  # e.g. the task was cancelled: the activation ended
+                    aborted = ActivationResult(
+                        run.run_id, None, replayed=activation.replayed, executed=activation.executed
+                    )
+                    self.instruments.invocation_ended(activation, info, aborted)
+                    raise
+                self.instruments.invocation_ended(activation, info, result)
+            else:
+                result = await activation.execute()
             if not isinstance(result.aborted, CheckpointConflict):
                 if result.aborted is not None:
                     log.warning("run %s: activation aborted: %s", run.run_id, result.aborted)
+                elif result.status == RunStatus.SUSPENDED:
+                    await _compaction.after_activation(self, run)
                 return result
             # A callback was completed while we ran: replay with the fresh outcome.
         return result
@@ -490,6 +561,12 @@ class Engine:
         without executing or writing anything, and tell which would hit non-determinism."""
         return await _replay_check.replay_check(self, workflow, limit=limit)
 
+    async def export_run(self, run_id: str) -> _export.RunExport:
+        """``run_id`` in one self-contained document (record, journal, callbacks, history
+        and the artifacts its values live in), for ``cadenza runs export`` and
+        :meth:`cadenza.testing.TestEnvironment.replay_export`."""
+        return await _export.export_run(self, run_id)
+
     async def fork(
         self,
         run_id: str,
@@ -507,9 +584,35 @@ class Engine:
     # --- control ------------------------------------------------------------------------
 
     async def cancel(self, run_id: str) -> RunRecord:
-        run = await self.store.request_cancel(run_id, now=self.clock.now())
+        now = self.clock.now()
+        run = await self.store.request_cancel(
+            await _cancellation.plan(self.store, run_id, now), now=now
+        )
         self.poke()
         return run
+
+    async def prune(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+        batch: int = 100,
+        dry_run: bool = False,
+    ) -> _retention.PruneReport:
+        """Delete the ended runs whose retention has passed, with their journal, history,
+        callbacks, delivered events and artifacts, ``batch`` runs per transaction, up to
+        ``limit`` (all when None). ``older_than`` replaces every workflow's retention but
+        ``None`` (kept forever); ``dry_run`` counts without deleting. See
+        docs/retention.md."""
+        return await _retention.prune(
+            self,
+            older_than=older_than,
+            workflow=workflow,
+            limit=limit,
+            batch=batch,
+            dry_run=dry_run,
+        )
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
         await self.store.publish(events, now=self.clock.now())

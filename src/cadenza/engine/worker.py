@@ -7,6 +7,14 @@ wake-up (a run it executed changed something), word from the store that there is
 (``RunStore.wait_for_work``: LISTEN/NOTIFY on PostgreSQL), or the poll interval —
 whichever is first.
 
+Each round also fires the schedules that are due (``cadenza.schedules``): the runs their
+ticks start are claimed like any other. Firing is conditional in the store, so any number
+of workers may do it at once and each tick still starts one run.
+
+Once an hour (``prune_every``) a round also prunes a bounded batch of ended runs whose
+retention has passed (``Engine.prune``); the store re-checks each run in the transaction
+that deletes it, so any number of workers may prune at once.
+
 Stopping is graceful: the worker stops claiming, lets in-flight activations finish for a
 grace period while it keeps their leases alive, then cancels the rest and hands their runs
 back, so another worker resumes them at once instead of after a lease expiry.
@@ -32,6 +40,7 @@ from cadenza.engine.engine import Engine
 from cadenza.errors import CadenzaError, LeaseLost, StoreError, StoreUnavailable
 from cadenza.events.relay import relay_outbox
 from cadenza.ports.run_store import RunRecord
+from cadenza.schedules import fire_due_schedules
 
 log = logging.getLogger("cadenza.worker")
 
@@ -49,6 +58,9 @@ class Worker:
         trace_id: str | None = None,
         run_id: str | None = None,
         max_backoff: float = 30.0,
+        schedules: bool = True,
+        prune_every: timedelta | None = timedelta(hours=1),
+        prune_batch: int = 100,
     ) -> None:
         self.engine = engine
         self.concurrency = concurrency
@@ -74,6 +86,15 @@ class Worker:
         # When the last claim that had room ran (None: it had no room). Wake times up to
         # then were due at that claim and still not taken: other queues, capped ones.
         self._claimed_at: datetime | None = None
+        # Fire due schedules (``schedules``); look again at this time: the earliest due
+        # time the store named, or one poll interval on, for schedules put elsewhere.
+        self.schedules = schedules
+        self._schedules_at: datetime | None = None
+        # Retention: prune ended runs past their retention, ``prune_batch`` at a time, every
+        # ``prune_every`` (None: never), at once again while a batch comes back full.
+        self.prune_every = prune_every
+        self.prune_batch = prune_batch
+        self._prune_at: datetime | None = None
 
     async def run(
         self,
@@ -124,6 +145,9 @@ class Worker:
         """One round: relay events, claim what there is room for. True if it did work."""
         engine = self.engine
         relayed = await relay_outbox(engine) if self.relay else 0
+        fired = await self._fire_schedules() if self.schedules else 0
+        if self.prune_every is not None:
+            await self._prune(self.prune_every)
         free = self.concurrency - len(self.active)
         claimed: list[RunRecord] = []
         self._claimed_at = None
@@ -141,7 +165,49 @@ class Worker:
             )
             for run in claimed:
                 self._launch(run)
-        return bool(relayed or claimed)
+        return bool(relayed or claimed or fired)
+
+    async def _fire_schedules(self) -> int:
+        now = self.engine.clock.now()
+        if self._schedules_at is not None and now < self._schedules_at:
+            return 0
+        later = now + timedelta(seconds=self.poll_interval)
+        try:
+            fired = await fire_due_schedules(self.engine)
+            due = await self.engine.store.next_schedule_due_at()
+        except StoreError as exc:
+            if exc.retryable:
+                raise  # the round backs off as for any refused work
+            # Schedules failing must not stop the runs this worker executes.
+            log.warning("schedules not fired: %s", exc)
+            self._schedules_at = later
+            return 0
+        # One still due after firing failed (logged): try it again a poll later, not at once.
+        self._schedules_at = later if due is None or due <= now else min(due, later)
+        return fired
+
+    async def _prune(self, every: timedelta) -> None:
+        now = self.engine.clock.now()
+        if self._prune_at is not None and now < self._prune_at:
+            return
+        self._prune_at = now + every
+        try:
+            report = await self.engine.prune(limit=self.prune_batch, batch=self.prune_batch)
+        except NotImplementedError as exc:
+            log.warning("retention is off: %s", exc)
+            self.prune_every = None
+            return
+        except StoreError as exc:  # pruning failing must not stop the runs executed here
+            log.warning("ended runs not pruned (trying again in %s): %s", every, exc)
+            return
+        if report.runs:
+            log.info(
+                "pruned %d ended runs (%d artifact bytes freed)",
+                report.runs,
+                report.artifact_bytes,
+            )
+        if report.runs >= self.prune_batch:
+            self._prune_at = now  # more are due: the next round prunes another batch
 
     def _launch(self, run: RunRecord) -> None:
         self._epochs[run.run_id] = run.lease_epoch
@@ -220,6 +286,9 @@ class Worker:
         # room, another worker's, a capped queue): waiting for it would spin. Wait for news.
         if next_wake is not None and self._claimed_at is not None and next_wake > self._claimed_at:
             timeout = min(timeout, max((next_wake - engine.clock.now()).total_seconds(), 0.0))
+        if self.schedules and self._schedules_at is not None:
+            until_due = (self._schedules_at - engine.clock.now()).total_seconds()
+            timeout = min(timeout, max(until_due, 0.0))
         await _first_of(
             wakeup.wait(),
             engine.clock.sleep(timeout),
@@ -370,6 +439,8 @@ async def drive(
         poll_interval=0.25,
         trace_id=root.trace_id,
         run_id=None if root.trace_id else run_id,
+        schedules=False,  # the runs a schedule starts are another trace: a worker's work
+        prune_every=None,  # so is retention
     )
     worker.on_result = finished
     worker.on_store_unavailable = unavailable

@@ -19,11 +19,19 @@ from cadenza.errors import (
     CadenzaError,
     ConfigurationError,
     ErrorInfo,
+    InvalidCallbackToken,
     StoreUnavailable,
     WorkflowNotFound,
 )
 from cadenza.events.patterns import EventPattern, compile_pattern
-from cadenza.ports.run_store import CallbackResolution, CallbackStatus, Rule
+from cadenza.ports.run_store import (
+    DEFAULT_TENANT,
+    CallbackRecord,
+    CallbackResolution,
+    CallbackStatus,
+    Rule,
+    RunStatus,
+)
 from cadenza.workflow import load, lookup
 
 if TYPE_CHECKING:
@@ -65,46 +73,81 @@ async def relay_outbox(engine: Engine, *, limit: int = 200) -> int:
     rules = [r for r in await store.list_rules() if r.enabled]
     waiters = await store.open_event_waiters()
     taken: set[str] = set()
+    tenants: dict[str, str] = {}  # run id -> tenant, for the waiters an event matches
     for entry in entries:
         event = entry.event
+        tenant = tenant_of(event)
         for rule in rules:
+            if rule.tenant != tenant:  # a tenant's rules see only its own events
+                continue
             try:
                 if _pattern(rule.pattern).matches(event):
-                    await _deliver(engine, rule, event)
+                    await deliver(engine, rule, event)
             except StoreUnavailable:
                 raise  # the batch stays undelivered and comes round again once it is back
             except CadenzaError as exc:
                 log.warning("rule %s: event %s not delivered: %s", rule.name, event.get("id"), exc)
         for waiter in waiters:
-            if waiter.callback_id in taken or waiter.pattern is None:
+            if waiter.callback_id in taken:
                 continue
-            try:
-                if not _pattern(waiter.pattern).matches(event):
-                    continue
-                resolution = CallbackResolution(
-                    waiter.callback_id, CallbackStatus.SUCCEEDED, result=json.dumps(event)
-                )
-            except CadenzaError as exc:
-                # A pattern stored by an older cadenza that this one refuses: fail the wait
-                # (the run sees why) rather than stop delivering every other event.
-                resolution = CallbackResolution(
-                    waiter.callback_id,
-                    CallbackStatus.FAILED,
-                    error=ErrorInfo(type(exc).__name__, f"the event pattern is invalid: {exc}"),
-                )
-            taken.add(waiter.callback_id)
-            try:
-                await store.complete_callback(resolution, now=engine.clock.now())
-            except StoreUnavailable:
-                raise
-            except CadenzaError as exc:  # the waiting run ended meanwhile
-                log.info("event %s: waiter %s gone: %s", event.get("id"), waiter.callback_id, exc)
+            resolution = await waiter_resolution(engine, waiter, event, tenants=tenants)
+            if resolution is not None:
+                taken.add(waiter.callback_id)
+                await complete_waiter(engine, resolution, event)
     await store.mark_delivered([e.seq for e in entries], now=engine.clock.now())
     engine.poke()
     return len(entries)
 
 
-async def _deliver(engine: Engine, rule: Rule, event: dict[str, Any]) -> None:
+async def waiter_resolution(
+    engine: Engine, waiter: CallbackRecord, event: dict[str, Any], *, tenants: dict[str, str]
+) -> CallbackResolution | None:
+    """How ``event`` completes the open ``wait_for_event`` ``waiter``: None when it does
+    not (its pattern does not match, or its run is another tenant's). ``tenants`` caches
+    the tenant of each waiting run across the waiters and events of one delivery."""
+    if waiter.pattern is None:
+        return None
+    try:
+        if not _pattern(waiter.pattern).matches(event):
+            return None
+        if waiter.run_id not in tenants:
+            tenants[waiter.run_id] = (await engine.store.get_run(waiter.run_id)).tenant
+        if tenants[waiter.run_id] != tenant_of(event):  # another tenant's run: not its event
+            return None
+        return CallbackResolution(
+            waiter.callback_id, CallbackStatus.SUCCEEDED, result=json.dumps(event)
+        )
+    except StoreUnavailable:
+        raise
+    except CadenzaError as exc:
+        # A pattern stored by an older cadenza that this one refuses: fail the wait (the
+        # run sees why) rather than stop delivering every other event.
+        return CallbackResolution(
+            waiter.callback_id,
+            CallbackStatus.FAILED,
+            error=ErrorInfo(type(exc).__name__, f"the event pattern is invalid: {exc}"),
+        )
+
+
+async def complete_waiter(
+    engine: Engine, resolution: CallbackResolution, event: dict[str, Any]
+) -> bool:
+    """Complete a waiter as ``resolution`` says; False when it was completed before or its
+    run has ended meanwhile."""
+    try:
+        return await engine.store.complete_callback(resolution, now=engine.clock.now())
+    except StoreUnavailable:
+        raise
+    except CadenzaError as exc:  # the waiting run ended meanwhile
+        log.info("event %s: waiter %s gone: %s", event.get("id"), resolution.callback_id, exc)
+        return False
+
+
+async def deliver(engine: Engine, rule: Rule, event: dict[str, Any]) -> str | None:
+    """Act on ``event`` with ``rule``, which matches it: start the rule's workflow once per
+    event (a repeated delivery finds the run the first one started) or complete the
+    callback whose token the event carries. Return the id of the run made runnable, None
+    when a repeated delivery found its run already going."""
     params = rule.params
     if rule.target == "start_workflow":
         name = params["workflow"]
@@ -114,21 +157,30 @@ async def _deliver(engine: Engine, rule: Rule, event: dict[str, Any]) -> None:
             definition = lookup(name, params.get("version"))
         if definition is None:
             raise WorkflowNotFound(
-                f"workflow {name!r} is not registered in this process; give the rule"
-                " params.module (MODULE:WORKFLOW) so any worker can import it"
+                f"rule {rule.name!r}: workflow {name!r} is not registered in this process;"
+                " give the rule params.module (MODULE:WORKFLOW) so any worker can import it"
             )
         value = event if params.get("input", "detail") == "event" else event.get("detail")
-        await engine.start(
+        run = await engine.start(
             definition,
             value,
             idempotency_key=f"rule:{rule.name}:{event['id']}",
             trace_id=event.get("trace_id"),
+            causation_id=event.get("causation_id"),
+            tenant=rule.tenant,
         )
-    elif rule.target == "complete_callback":
+        return run.run_id if run.status == RunStatus.PENDING else None
+    if rule.target == "complete_callback":
         token = _at(event, params.get("token_path", "detail.token"))
         if not isinstance(token, str):
             raise ConfigurationError(
                 f"rule {rule.name!r}: no token at {params.get('token_path', 'detail.token')}"
+            )
+        callback = await engine.callback_for(token)
+        if (await engine.store.get_run(callback.run_id)).tenant != rule.tenant:
+            raise InvalidCallbackToken(
+                f"rule {rule.name!r}: the token in event {event.get('id')} completes a callback"
+                " of another tenant's run; a rule completes its own tenant's callbacks only"
             )
         if params.get("outcome", "succeed") == "fail":
             await engine.fail_callback(
@@ -138,6 +190,15 @@ async def _deliver(engine: Engine, rule: Rule, event: dict[str, Any]) -> None:
             )
         else:
             await engine.succeed_callback(token, _at(event, params.get("payload_path", "detail")))
+        return callback.run_id
+    return None
+
+
+def tenant_of(event: dict[str, Any]) -> str:
+    """The tenant an outbox event belongs to: the service and runs of other tenants mark
+    theirs, events published without one belong to the default tenant."""
+    tenant = event.get("tenant")
+    return tenant if isinstance(tenant, str) and tenant else DEFAULT_TENANT
 
 
 def _at(data: Any, path: str) -> Any:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
+
+from cadenza.config import resolve_home
 
 _PACKAGE = files(__package__ or "cadenza.examples")
 KNOWLEDGE: Traversable = _PACKAGE / "knowledge"
 
 
 def home() -> Path:
-    """Where the scenarios keep their ledgers, vector stores and reports: ``$CADENZA_HOME``."""
-    return Path(os.environ.get("CADENZA_HOME") or ".cadenza")
+    """Where the scenarios keep their ledgers, vector stores and reports: the engine's home
+    (``$CADENZA_HOME``, else the per-user data folder; never the current directory)."""
+    return resolve_home(None)
 
 
 def read_reports() -> dict[str, str]:

@@ -4,7 +4,8 @@
 2. a search agent looks through it with a search tool;
 3. a summary agent per source, fanned out (scatter-gather);
 4. a writer drafts the report; an evaluator scores it and the writer refines (reflect-refine);
-5. an editor approves it by callback — or asks for changes, which go to a revise agent;
+5. an editor approves it from the link in their notification (``cadenza serve`` answers it)
+   or by callback — or asks for changes, which go to a revise agent;
 6. the approved report is published as an artifact (and a Markdown file).
 
     cadenza examples run research-report
@@ -29,9 +30,9 @@ from cadenza.patterns import (
     Document,
     Embedder,
     EvaluatorLoop,
-    FileNotifier,
     HashingEmbedder,
     KnowledgeBase,
+    LinkFileNotifier,
     MiniLmEmbedder,
     Scatter,
     SqliteVectorStore,
@@ -46,6 +47,7 @@ class ReportRequest(BaseModel):
     model: str = "local:smollm2"
     sources: int = Field(default=3, ge=1, le=10)
     approval_hours: float = Field(default=24, gt=0)
+    editor: str = "editor@harbour-city.example"  # who gets the approval link
 
 
 def _embedder() -> Embedder:
@@ -169,7 +171,9 @@ async def research_report(ctx: Context, request: ReportRequest) -> dict[str, Any
         return reply.text.strip() or str(current)
 
     gate = ApprovalGate(
-        notify=FileNotifier(),
+        # The editor's notification (in notifications.log) carries a link of their own,
+        # answered by `cadenza serve`; `cadenza callback succeed` works as well.
+        notify=LinkFileNotifier(reviewers=[request.editor]),
         timeout=timedelta(hours=request.approval_hours),
         max_revisions=2,
         revise=revise,

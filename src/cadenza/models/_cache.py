@@ -4,20 +4,22 @@ The key is a SHA-256 of the model name and the request's canonical JSON, so equa
 hit the same entry whatever process asks. Entries expire after a TTL. The store is
 pluggable: the default keeps entries in memory; anything with ``get``/``set`` of JSON dicts
 (Redis, a SQL table) can stand in. A hit is marked ``cache_hit=True`` and reports zero
-usage, since nothing was spent.
+usage, since nothing was spent. The in-memory store ages entries by a
+:class:`~cadenza.clock.Clock`, so a :class:`~cadenza.testing.FakeClock` expires them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
+
+from cadenza.clock import Clock
 
 from ._base import Model, WrapperModel
 from ._types import ModelRequest, ModelResponse, StreamChunk, Usage
@@ -46,11 +48,9 @@ class CacheStore(ABC):
 class InMemoryCacheStore(CacheStore):
     """A bounded in-process store; the least recently used entry goes first when full."""
 
-    def __init__(
-        self, *, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, *, max_entries: int = 1024, clock: Clock | None = None) -> None:
         self.max_entries = max_entries
-        self._clock = clock
+        self._clock = clock if clock is not None else Clock()
         self._entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
 
     async def get(self, key: str) -> dict[str, Any] | None:
@@ -58,14 +58,14 @@ class InMemoryCacheStore(CacheStore):
         if entry is None:
             return None
         expires_at, value = entry
-        if self._clock() >= expires_at:
+        if self._clock.monotonic() >= expires_at:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
         return value
 
     async def set(self, key: str, value: dict[str, Any], ttl: timedelta) -> None:
-        self._entries[key] = (self._clock() + ttl.total_seconds(), value)
+        self._entries[key] = (self._clock.monotonic() + ttl.total_seconds(), value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -80,6 +80,7 @@ class CachedModel(WrapperModel):
     ``CachedModel(infer_model("bedrock:amazon.nova-lite-v1:0"), ttl=timedelta(hours=1))``
 
     Concurrent identical requests are collapsed into one call to the wrapped model.
+    ``clock`` ages the entries of the default in-memory store (pass the engine's).
     """
 
     def __init__(
@@ -88,10 +89,11 @@ class CachedModel(WrapperModel):
         *,
         ttl: timedelta = timedelta(hours=1),
         store: CacheStore | None = None,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__(wrapped)
         self.ttl = ttl
-        self.store = store if store is not None else InMemoryCacheStore()
+        self.store = store if store is not None else InMemoryCacheStore(clock=clock)
         self._inflight: dict[str, asyncio.Lock] = {}
 
     async def _lookup(self, key: str) -> ModelResponse | None:

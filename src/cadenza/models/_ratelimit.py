@@ -4,15 +4,19 @@ Two token buckets — requests per minute and tokens per minute — and a cap on
 flight. A call waits until both buckets can pay for it. The token bucket is charged an
 estimate before the call (prompt characters / 4 plus ``max_tokens``) and corrected by the
 real usage after it, so a burst of long replies slows the next callers down.
+
+Time comes from a :class:`~cadenza.clock.Clock` (the engine's, when given), so a
+:class:`~cadenza.testing.FakeClock` refills the buckets and ends the waits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+
+from cadenza.clock import Clock
 
 from ._base import Model, WrapperModel
 from ._types import ModelRequest, ModelResponse, StreamChunk, Usage
@@ -32,17 +36,15 @@ class TokenBucket:
         capacity: float,
         *,
         per: timedelta = timedelta(minutes=1),
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock | None = None,
     ) -> None:
         if capacity <= 0:
             raise ValueError("a rate limit must be positive")
         self.capacity = float(capacity)
         self.rate = self.capacity / per.total_seconds()
-        self._clock = clock
-        self._sleep = sleep
+        self._clock = clock if clock is not None else Clock()
         self._level = self.capacity
-        self._updated = clock()
+        self._updated = self._clock.monotonic()
         self._lock = asyncio.Lock()
 
     @property
@@ -51,7 +53,7 @@ class TokenBucket:
         return self._level
 
     def _refill(self) -> None:
-        now = self._clock()
+        now = self._clock.monotonic()
         self._level = min(self.capacity, self._level + (now - self._updated) * self.rate)
         self._updated = now
 
@@ -67,7 +69,7 @@ class TokenBucket:
                     return waited
                 delay = (amount - self._level) / self.rate
                 waited += delay
-                await self._sleep(delay)
+                await self._clock.sleep(delay)
 
     def adjust(self, amount: float) -> None:
         """Charge ``amount`` more (or refund, when negative) without waiting."""
@@ -84,8 +86,8 @@ class RateLimitedModel(WrapperModel):
     """Keep calls to ``wrapped`` under per-minute request and token rates and a concurrency cap.
 
     ``RateLimitedModel(model, requests_per_minute=50, tokens_per_minute=40_000,
-    max_concurrency=4)``. ``per`` changes the window (tests use short ones); ``clock`` and
-    ``sleep`` can be replaced for deterministic tests.
+    max_concurrency=4, clock=engine.clock)``. ``per`` changes the window; ``clock`` is the
+    one the buckets refill and wait by (a FakeClock in tests; the system clock by default).
     """
 
     def __init__(
@@ -96,19 +98,14 @@ class RateLimitedModel(WrapperModel):
         tokens_per_minute: float | None = None,
         max_concurrency: int | None = None,
         per: timedelta = timedelta(minutes=1),
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__(wrapped)
         self.requests = (
-            TokenBucket(requests_per_minute, per=per, clock=clock, sleep=sleep)
-            if requests_per_minute
-            else None
+            TokenBucket(requests_per_minute, per=per, clock=clock) if requests_per_minute else None
         )
         self.tokens = (
-            TokenBucket(tokens_per_minute, per=per, clock=clock, sleep=sleep)
-            if tokens_per_minute
-            else None
+            TokenBucket(tokens_per_minute, per=per, clock=clock) if tokens_per_minute else None
         )
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")

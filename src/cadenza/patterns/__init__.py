@@ -24,6 +24,7 @@ never repeats, and each pattern keeps what it did in ``ctx.state.context["result
 
 from cadenza.patterns._classify import ErrorClass, RecoveryConfig, classify_error
 from cadenza.patterns._embeddings import Embedder, HashingEmbedder, MiniLmEmbedder
+from cadenza.patterns._link_notifier import LinkFileNotifier, LinkNotifier
 from cadenza.patterns._notify import (
     ConsoleNotifier,
     FileNotifier,
@@ -139,6 +140,8 @@ __all__ = [
     "HashingEmbedder",
     "Ingested",
     "KnowledgeBase",
+    "LinkFileNotifier",
+    "LinkNotifier",
     "LlmClassifier",
     "MajorityVote",
     "Merge",

@@ -29,6 +29,7 @@ from cadenza.context import Context
 from cadenza.errors import CadenzaError, MissingDependency, WorkflowDefinitionError
 from cadenza.operations import StepContext
 from cadenza.retry import RetryPolicy
+from cadenza.security.links import ApprovalLinks, service_base_url
 
 __all__ = [
     "ConsoleNotifier",
@@ -65,19 +66,22 @@ class Notification:
     respond: str | None = None  # how to answer, in words a person can follow
     idempotency_key: str = ""  # the sending step's key: stable across retries and replays
     extra: dict[str, Any] = field(default_factory=dict)
+    # Signs approval links under the secret of the deployment running the sending step.
+    links: ApprovalLinks | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (a pydantic model or dataclass body becomes its fields)."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "links"}
         data["body"] = to_jsonable_python(self.body, fallback=str)
         return {k: v for k, v in data.items() if v not in (None, {}, "")}
 
 
 class Notifier(ABC):
-    """The port. ``send`` may raise; the sending step retries it."""
+    """The port. ``send`` may raise; the sending step retries it. What it returns (a
+    receipt: whom it reached, say) is recorded as the sending step's result, once."""
 
     @abstractmethod
-    async def send(self, notification: Notification) -> None: ...
+    async def send(self, notification: Notification) -> dict[str, Any] | None: ...
 
 
 NotifierLike = Notifier | Callable[[Notification], Awaitable[None] | None]
@@ -188,8 +192,15 @@ class WebhookNotifier(Notifier):
             )
 
 
-async def _deliver(step: StepContext, notifier: Notifier, notification: Notification) -> None:
-    await notifier.send(replace(notification, idempotency_key=step.idempotency_key))
+async def _deliver(
+    step: StepContext, notifier: Notifier, notification: Notification
+) -> dict[str, Any] | None:
+    links = None
+    if step.client is not None:
+        links = ApprovalLinks.for_engine(step.client.engine, base_url=service_base_url())
+    return await notifier.send(
+        replace(notification, idempotency_key=step.idempotency_key, links=links)
+    )
 
 
 async def send_notification(

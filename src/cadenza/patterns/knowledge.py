@@ -27,7 +27,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from cadenza.agents import Budget, call_model
 from cadenza.context import Context
@@ -35,7 +35,13 @@ from cadenza.errors import InvalidInput, WorkflowDefinitionError
 from cadenza.models import Message, Model, ModelRequest
 from cadenza.patterns._embeddings import Embedder, MiniLmEmbedder
 from cadenza.patterns._prompting import check_fraction, check_responder, jsonable, record
-from cadenza.patterns._vectors import SqliteVectorStore, StoredChunk, StoredDocument, VectorStore
+from cadenza.patterns._vectors import (
+    SqliteVectorStore,
+    StoredChunk,
+    StoredDocument,
+    VectorHit,
+    VectorStore,
+)
 
 __all__ = ["Answer", "Citation", "Document", "Ingested", "KnowledgeBase", "Passage", "chunk_text"]
 
@@ -44,6 +50,13 @@ _ANSWER_SYSTEM = (
     " [n]. If the passages do not contain the answer, say that you do not know."
 )
 _CITATION = re.compile(r"\[(\d+)\]")
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """A read side that searches by text: ``retrieve(query, k)``, best first."""
+
+    async def retrieve(self, query: str, k: int) -> list[VectorHit]: ...
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,9 @@ class KnowledgeBase:
     min_score: float = 0.0
     instructions: str = _ANSWER_SYSTEM
     budget: Budget | None = None
+    #: A read side kept elsewhere (a Bedrock Knowledge Base): it takes the question as text
+    #: and replaces the embed-and-search of the local store; its owner ingests.
+    retriever: Retriever | None = None
 
     def __post_init__(self) -> None:
         where = f"KnowledgeBase {self.name!r}"
@@ -142,6 +158,8 @@ class KnowledgeBase:
         if self.top_k < 1:
             raise WorkflowDefinitionError(f"{where}: top_k must be at least 1")
         check_fraction(self.min_score, f"{where}: min_score")
+        if self.retriever is not None and not isinstance(self.retriever, Retriever):
+            raise WorkflowDefinitionError(f"{where}: {self.retriever!r} has no retrieve(query, k)")
         if self.store is None:
             object.__setattr__(self, "store", SqliteVectorStore())
         elif not isinstance(self.store, VectorStore):
@@ -165,6 +183,12 @@ class KnowledgeBase:
         self, ctx: Context, documents: Sequence[Document | str]
     ) -> tuple[Ingested, ...]:
         """Ingest each document as its own durable step; unchanged documents are skipped."""
+        if self.retriever is not None:
+            raise WorkflowDefinitionError(
+                f"KnowledgeBase {self.name!r} reads from {self.retriever!r}, which is filled by"
+                " its own ingestion (a Bedrock Knowledge Base syncs its data source); ingest"
+                " there, or use a KnowledgeBase without retriever= for the local store"
+            )
         report = []
         for item in documents:
             document = Document(item) if isinstance(item, str) else item
@@ -217,8 +241,11 @@ class KnowledgeBase:
         limit = k or self.top_k
 
         async def retrieve() -> list[dict[str, Any]]:
-            [vector] = await embedder.embed([question])
-            hits = await store.search(vector, limit)
+            if self.retriever is not None:
+                hits = await self.retriever.retrieve(question, limit)
+            else:
+                [vector] = await embedder.embed([question])
+                hits = await store.search(vector, limit)
             return [
                 {
                     "number": n,

@@ -28,10 +28,11 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cadenza.context import Context
 from cadenza.errors import (
+    ConfigurationError,
     OperationFailed,
     RunNotFound,
     RunStateError,
@@ -40,7 +41,7 @@ from cadenza.errors import (
 )
 from cadenza.events.relay import validate_rule
 from cadenza.history import HistoryEventType
-from cadenza.operations import WaitDecision, poll_until
+from cadenza.operations import StepContext, WaitDecision, poll_until
 from cadenza.patterns._classify import ErrorClass, RecoveryConfig, classify_error
 from cadenza.patterns._notify import NotifierLike
 from cadenza.patterns.approval import ApprovalGate, ApprovalOutcome
@@ -49,6 +50,9 @@ from cadenza.patterns.saga import COMPENSATION_RETRY, Saga, SagaOutcome
 from cadenza.ports.run_store import Rule, RunStatus
 from cadenza.retry import NO_RETRY, RetryPolicy
 from cadenza.workflow import WorkflowDefinition, workflow
+
+if TYPE_CHECKING:
+    from cadenza.client import Client
 
 __all__ = [
     "ErrorClass",
@@ -349,11 +353,10 @@ async def _retry_failed_run(ctx: Context, run_id: Any, config: RecoveryConfig) -
     """
     if not isinstance(run_id, str) or not run_id:
         return {"retried": False, "reason": "the error names no run"}
-    engine = ctx.engine
 
-    async def run_status(state: dict[str, Any]) -> dict[str, Any]:
+    async def run_status(step: StepContext, state: dict[str, Any]) -> dict[str, Any]:
         try:
-            run = await engine.store.get_run(run_id)
+            run = await _client(step).get_handle(run_id).describe()
         except RunNotFound:
             return {"status": "NOT_FOUND"}
         return {"status": str(run.status)}
@@ -370,11 +373,12 @@ async def _retry_failed_run(ctx: Context, run_id: Any, config: RecoveryConfig) -
     if final.get("status") not in ("FAILED", "CANCELLED"):
         return {"retried": False, "run_status": final.get("status")}
 
-    async def retry_run() -> dict[str, Any]:
-        run = await engine.store.get_run(run_id)
+    async def retry_run(step: StepContext) -> dict[str, Any]:
+        handle = _client(step).get_handle(run_id)
+        run = await handle.describe()
         if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
             return {"retried": False, "run_status": str(run.status)}
-        history = await engine.store.history(run_id)
+        history = await handle.history()
         redrives = sum(1 for e in history if e.type == HistoryEventType.EXECUTION_REDRIVEN)
         if redrives >= config.max_retries:
             return {
@@ -383,16 +387,25 @@ async def _retry_failed_run(ctx: Context, run_id: Any, config: RecoveryConfig) -
                 "reason": f"run {run_id} was retried {redrives} times already",
             }
         try:
-            again = await engine.retry(run_id, by=f"recovery run {ctx.run_id}")
+            await handle.retry(by=f"recovery run {ctx.run_id}")
         except RunStateError as exc:  # someone else retried it meanwhile
             return {"retried": False, "run_status": str(run.status), "reason": str(exc)}
-        return {"retried": True, "run_status": str(again.status)}
+        return {"retried": True, "run_status": str(await handle.status())}
 
     result: dict[str, Any] = await ctx.step(retry_run, name="retry-failed-run")
     return result
 
 
 _ENDED = ("SUCCEEDED", "FAILED", "CANCELLED", "NOT_FOUND")
+
+
+def _client(step: StepContext) -> Client:
+    if step.client is None:  # a StepContext made by hand, outside an engine
+        raise ConfigurationError(
+            f"step '{step.name}' of run {step.run_id} needs StepContext.client to read and"
+            " retry other runs; run the recovery workflow on a cadenza engine"
+        )
+    return step.client
 
 
 def _until_ended(done: Any) -> Any:

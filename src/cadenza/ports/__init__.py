@@ -2,6 +2,8 @@
 
 from cadenza.ports.artifact_store import ArtifactStore, RunArtifacts, content_key, run_scope
 from cadenza.ports.run_store import (
+    DEFAULT_TENANT,
+    ApiKeyRecord,
     CallbackKind,
     CallbackRecord,
     CallbackResolution,
@@ -11,12 +13,15 @@ from cadenza.ports.run_store import (
     OutboxEntry,
     Rule,
     RunOutcome,
+    RunPage,
     RunRecord,
     RunStatus,
     RunStore,
 )
 
 __all__ = [
+    "DEFAULT_TENANT",
+    "ApiKeyRecord",
     "ArtifactStore",
     "CallbackKind",
     "CallbackRecord",
@@ -28,6 +33,7 @@ __all__ = [
     "Rule",
     "RunArtifacts",
     "RunOutcome",
+    "RunPage",
     "RunRecord",
     "RunStatus",
     "RunStore",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from cadenza.errors import InvalidInput
@@ -54,9 +55,29 @@ def split_key(key: str) -> tuple[list[str], str]:
     return segments, digest
 
 
+def scope_segments(scope: str) -> list[str]:
+    """The segments of a scope (``runs/<run id>``); InvalidInput for anything else, so a
+    scope handed to ``delete_scope`` can never reach outside the store's own keys."""
+    segments = scope.split("/")
+    if len(segments) < 2 or not all(_SEGMENT.fullmatch(s) and set(s) != {"."} for s in segments):
+        raise InvalidInput(f"{scope[:200]!r} is not an artifact scope (expected runs/<run id>)")
+    return segments
+
+
 def digest_of(key: str) -> str:
     """The SHA-256 (hex) the content under ``key`` must have."""
     return split_key(key)[1].removeprefix(_ALGORITHM)
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactUsage:
+    """How many artifacts a scope holds (or held, once deleted) and their size in bytes."""
+
+    artifacts: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: ArtifactUsage) -> ArtifactUsage:
+        return ArtifactUsage(self.artifacts + other.artifacts, self.bytes + other.bytes)
 
 
 class ArtifactStore(ABC):
@@ -80,6 +101,16 @@ class ArtifactStore(ABC):
     async def exists(self, key: str) -> bool:
         """Whether ``key`` is stored."""
 
+    @abstractmethod
+    async def usage(self, scope: str) -> ArtifactUsage:
+        """What ``scope`` holds: its artifacts and their bytes (none for an unknown scope)."""
+
+    @abstractmethod
+    async def delete_scope(self, scope: str) -> ArtifactUsage:
+        """Delete every artifact of ``scope`` (a pruned run's); return what was freed.
+        Keys are scoped to runs and values crossing runs are copied, so nothing outside
+        the run refers to them."""
+
     def for_run(self, run_id: str) -> RunArtifacts:
         """The view of this store that one run (and its steps) may use."""
         return RunArtifacts(self, run_id)
@@ -91,7 +122,8 @@ class RunArtifacts:
     from a model reply or a tool cannot read another run's data.
 
     Sharing across runs is deliberate, never implicit: return the value itself (a parent
-    receives its child's result), or use the deployment's store, ``ctx.engine.artifacts``.
+    receives its child's result), or use the deployment's store, ``Engine.artifacts``,
+    which workflow code does not hold (a step reaches it through ``StepContext.client``).
     """
 
     def __init__(self, store: ArtifactStore, run_id: str) -> None:

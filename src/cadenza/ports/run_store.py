@@ -24,6 +24,9 @@ from cadenza.errors import ErrorInfo
 from cadenza.history import HistoryEvent
 from cadenza.journal import OpRecord
 
+#: The tenant of runs started without one (the embedded shape, the CLI, older runs).
+DEFAULT_TENANT = "default"
+
 
 class RunStatus(StrEnum):
     PENDING = "PENDING"  # runnable now
@@ -96,6 +99,9 @@ class RunRecord:
     trace_id: str | None = None
     idempotency_key: str | None = None
     origin: RunOrigin | None = None  # set on a fork
+    # Who the run belongs to: the service shows a run only to keys of its tenant. Child
+    # runs, forks and the runs rules start inherit it; the embedded shape uses "default".
+    tenant: str = DEFAULT_TENANT
 
     def evolve(self, **changes: Any) -> RunRecord:
         return replace(self, **changes)
@@ -139,6 +145,50 @@ class CallbackResolution:
 
 
 @dataclass(frozen=True, slots=True)
+class WakeUp:
+    """Resolve a callback of another run and wake that run, as the engine decided (the end
+    of a child run reaching its parent's INVOKE callback).
+
+    Conditional, because the other run moves on by itself: the store applies it only while
+    ``resolution.callback_id`` is still PENDING and ``run_id`` has not ended, and skips it
+    without error otherwise (a cancelled parent ends before its children). Applied, it
+    resolves the callback, sets the run's wake-up flag and makes it PENDING if SUSPENDED.
+    """
+
+    run_id: str  # the run the callback belongs to, woken
+    resolution: CallbackResolution
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRun:
+    """Start a run from inside a checkpoint: insert ``run`` and append ``started`` (its
+    ExecutionStarted event) to its history. A run id or idempotency key that is taken
+    refuses the whole checkpoint with a non-retryable StoreError."""
+
+    run: RunRecord
+    started: HistoryEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """Cancel one run, as the engine planned it (``request_cancel``, or a cancelled run's
+    checkpoint reaching its open children).
+
+    The store applies it according to the run as it finds it, since a worker may claim or
+    end the run meanwhile: an ended run is left alone; a run RUNNING under a lease that
+    has not expired at the write's ``now`` only gets ``cancel_requested`` (its worker
+    ends it at its next checkpoint); any other run becomes CANCELLED with ``error`` and
+    ``cancel_requested``, loses its lease and wake time, gets ``event`` appended to its
+    history, and ``wake_up`` (its parent's INVOKE callback) is applied as a WakeUp.
+    """
+
+    run_id: str
+    error: ErrorInfo
+    event: HistoryEvent  # ExecutionCancelled
+    wake_up: WakeUp | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RunOutcome:
     status: RunStatus  # SUCCEEDED, FAILED or CANCELLED
     result: str | None = None
@@ -150,8 +200,15 @@ class Checkpoint:
     """Everything one step of progress of a run writes, committed atomically.
 
     ``expected_epoch`` fences the write: the store rejects it with LeaseLost when another
-    worker has claimed the run since. ``resolutions`` are conditional: if one callback is no
-    longer PENDING the whole checkpoint is rejected with CheckpointConflict.
+    worker has claimed the run since. ``resolutions`` (callbacks of this run) are
+    conditional: if one callback is no longer PENDING the whole checkpoint is rejected with
+    CheckpointConflict.
+
+    What the checkpoint does to other runs is decided by the engine and spelled out here;
+    the store applies exactly that and infers nothing from the run's parent or children:
+    ``children`` are inserted, ``wake_ups`` resolve other runs' callbacks (each skipped
+    when no longer applicable, see :class:`WakeUp`), ``cancels`` are applied after the
+    run's own update, in order (see :class:`Cancellation`).
     """
 
     run_id: str
@@ -164,7 +221,9 @@ class Checkpoint:
     callbacks: list[CallbackRecord] = field(default_factory=list)
     resolutions: list[CallbackResolution] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
-    children: list[RunRecord] = field(default_factory=list)
+    children: list[ChildRun] = field(default_factory=list)
+    wake_ups: list[WakeUp] = field(default_factory=list)
+    cancels: list[Cancellation] = field(default_factory=list)
     outcome: RunOutcome | None = None
     suspend: bool = False
     wake_at: datetime | None = None
@@ -226,6 +285,30 @@ class Rule:
     params: dict[str, Any] = field(default_factory=dict)
     enabled: bool = True
     created_at: datetime | None = None
+    # Rules see only the events of their tenant, and the runs they start belong to it.
+    tenant: str = DEFAULT_TENANT
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """Where a page of ``list_runs`` ends: the next page holds the runs strictly older
+    than (``created_at``, ``run_id``), in the order ``list_runs`` returns them."""
+
+    created_at: datetime
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key of the service: only a hash of its secret is stored, never the key."""
+
+    key_id: str
+    name: str
+    tenant: str
+    scopes: tuple[str, ...]
+    secret_hash: str  # hex SHA-256 of the secret part of the key
+    created_at: datetime
+    revoked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +350,122 @@ def refill_tokens(
     return min(float(config.rate_limit), tokens + elapsed * config.rate_limit / period)
 
 
+class CatchUp(StrEnum):
+    """What a schedule does with the ticks that fell due while nothing fired them."""
+
+    LATEST = "latest"  # fire the latest missed tick once, drop the older ones
+    ALL = "all"  # fire every missed tick, oldest first, up to ``catch_up_limit`` of them
+    NONE = "none"  # fire only a tick that is on time; a missed one is dropped
+
+
+class Overlap(StrEnum):
+    """What a schedule does when a tick falls due while its previous run is still open."""
+
+    SKIP = "skip"  # drop the tick
+    ALLOW = "allow"  # start the run anyway
+    BUFFER_ONE = "buffer_one"  # keep the newest such tick; fire it when the run ends
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A durable "start this workflow at these times": ``cron(...)``, ``rate(...)`` or
+    ``at(...)`` in ``timezone``, each tick fired somewhere in ``[tick, tick + window)``.
+
+    The first block is the definition (what ``put_schedule`` is given). The second is the
+    schedule's progress, kept by the engine and written by the store: ``next_fire_at`` is
+    the next tick (its nominal time, None once the schedule has no more), ``due_at`` when
+    the engine must look at the schedule again (the tick plus its jitter, or sooner while
+    a buffered tick waits), ``revision`` counts every write, so that a firing decided
+    from a schedule that changed meanwhile is refused.
+    """
+
+    name: str
+    workflow: str
+    expression: str
+    version: str | None = None
+    module: str | None = None
+    input: str = "null"  # JSON text
+    timezone: str = "UTC"
+    window: timedelta = timedelta(0)
+    catch_up: CatchUp = CatchUp.LATEST
+    catch_up_limit: int = 10
+    overlap: Overlap = Overlap.SKIP
+    paused: bool = False
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    next_fire_at: datetime | None = None
+    due_at: datetime | None = None
+    buffered_tick: datetime | None = None
+    last_tick_at: datetime | None = None
+    last_run_id: str | None = None
+    resumed_at: datetime | None = None
+    revision: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def evolve(self, **changes: Any) -> Schedule:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFiring:
+    """What the engine decided for one schedule at ``now`` (``fire_schedule``).
+
+    Applied only while the schedule is still at ``expected_revision``: two workers that
+    decide the same ticks race, one firing wins, the other is refused and writes nothing.
+    ``runs`` are created with their ExecutionStarted events; a run whose id is taken (the
+    tick was fired before) is left as it is. ``next_fire_at``, ``due_at`` and
+    ``buffered_tick`` replace the schedule's; ``last_tick_at`` and ``last_run_id``
+    replace them when given.
+    """
+
+    name: str
+    expected_revision: int
+    now: datetime
+    next_fire_at: datetime | None
+    due_at: datetime | None
+    buffered_tick: datetime | None = None
+    runs: Sequence[tuple[RunRecord, HistoryEvent]] = ()
+    last_tick_at: datetime | None = None
+    last_run_id: str | None = None
+
+    def applied_to(self, schedule: Schedule) -> Schedule:
+        """``schedule`` as this firing leaves it, one revision on (what a store writes)."""
+        return schedule.evolve(
+            next_fire_at=self.next_fire_at,
+            due_at=self.due_at,
+            buffered_tick=self.buffered_tick,
+            last_tick_at=self.last_tick_at or schedule.last_tick_at,
+            last_run_id=self.last_run_id or schedule.last_run_id,
+            revision=schedule.revision + 1,
+            updated_at=self.now,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedRuns:
+    """What one ``prune_runs`` call deleted: the runs and the rows that went with them."""
+
+    run_ids: tuple[str, ...] = ()
+    journal_records: int = 0
+    history_events: int = 0
+    callbacks: int = 0
+    events: int = 0  # delivered outbox entries the runs had emitted
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryCompaction:
+    """Fold old events of an open run's history into one summary (``compact_history``):
+    the events at ``drop`` (seqs, ascending) go, and ``summary`` takes the place and seq
+    of the first of them. Applied only while the run is still at ``expected_epoch`` and
+    every seq is still there, so a stale or repeated compaction writes nothing."""
+
+    run_id: str
+    expected_epoch: int
+    drop: tuple[int, ...]
+    summary: HistoryEvent
+
+
 class RunStore(ABC):
     """The port every run-store adapter implements; see docs/architecture.md."""
 
@@ -300,8 +499,21 @@ class RunStore(ABC):
         workflow: str | None = None,
         parent_run_id: str | None = None,
         limit: int = 50,
+        tenant: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        text: str | None = None,
+        after: RunPage | None = None,
+        trace_id: str | None = None,
     ) -> list[RunRecord]:
-        """Newest first."""
+        """Newest first (``created_at``, then ``run_id``, both descending).
+
+        ``trace_id`` keeps the runs of one trace (a run, the runs it invokes, the runs rules
+        start from its events), by an index: what ``cadenza runs trace`` reads.
+
+        ``created_after`` is inclusive, ``created_before`` exclusive; ``text`` keeps runs
+        whose id, workflow name or stored input contains it, ignoring case; ``after``
+        continues from the last run of a previous page."""
 
     @abstractmethod
     async def claim_runs(
@@ -357,9 +569,14 @@ class RunStore(ABC):
         await asyncio.sleep(max(max_wait, 0.0))
 
     @abstractmethod
-    async def request_cancel(self, run_id: str, *, now: datetime) -> RunRecord:
-        """Mark a run cancelled: at once when no worker holds it, else at its next
-        checkpoint. Cancels its open child runs too. RunStateError when already ended."""
+    async def request_cancel(
+        self, cancellations: Sequence[Cancellation], *, now: datetime
+    ) -> RunRecord:
+        """Apply the engine's plan for cancelling a run (the first cancellation) and its
+        open descendants, in order, in one transaction; return the first run as it is
+        afterwards. RunNotFound when the first run does not exist, RunStateError (nothing
+        written) when it has already ended. Each :class:`Cancellation` ends its run at
+        once when no worker holds it, else flags it for its worker."""
 
     @abstractmethod
     async def redrive_runs(self, redrives: Sequence[Redrive], *, now: datetime) -> list[RunRecord]:
@@ -405,14 +622,21 @@ class RunStore(ABC):
         """Apply a checkpoint atomically. LeaseLost when the lease epoch moved on;
         CheckpointConflict when a resolution found its callback no longer PENDING.
 
-        On ``outcome`` the run ends and, when it has a parent, the parent's INVOKE callback
-        is resolved and the parent woken. On ``suspend`` the run becomes SUSPENDED until
-        ``wake_at`` — or PENDING, if a wake-up arrived since it was claimed.
+        On ``outcome`` the run ends; on ``suspend`` it becomes SUSPENDED until ``wake_at``
+        — or PENDING, if a wake-up arrived since it was claimed. Other runs change only as
+        ``children``, ``wake_ups`` and ``cancels`` say (a run's end reaches its parent
+        because the engine puts the parent's WakeUp in the checkpoint).
         """
 
     @abstractmethod
     async def history(self, run_id: str, *, after_seq: int = 0) -> list[HistoryEvent]:
         """History events in order."""
+
+    @abstractmethod
+    async def append_history(self, run_id: str, events: Sequence[HistoryEvent]) -> None:
+        """Append events to a run's history outside any checkpoint (the audit trail:
+        who started, cancelled, retried, forked it or completed its callbacks), each taking
+        the next ``seq``; RunNotFound when there is no such run. Needs no lease."""
 
     # --- callbacks ----------------------------------------------------------------------
 
@@ -461,3 +685,92 @@ class RunStore(ABC):
     @abstractmethod
     async def delete_rule(self, name: str) -> bool:
         """Delete a rule; False when there was none."""
+
+    # --- API keys (the service) -------------------------------------------------------
+
+    @abstractmethod
+    async def put_api_key(self, key: ApiKeyRecord) -> None:
+        """Store a new API key (its hash). RunAlreadyExists never applies: key ids are new."""
+
+    @abstractmethod
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """The key, revoked or not; None when there is none."""
+
+    @abstractmethod
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key, oldest first."""
+
+    @abstractmethod
+    async def revoke_api_key(self, key_id: str, *, now: datetime) -> bool:
+        """Revoke a key; False when there is none or it was revoked already."""
+
+    # --- schedules ----------------------------------------------------------------------
+
+    @abstractmethod
+    async def put_schedule(self, schedule: Schedule) -> Schedule:
+        """Create or replace a schedule, as given (progress fields included: the engine
+        computed them). A replaced schedule keeps its ``created_at``; ``revision`` goes up
+        by one either way. Returns the stored schedule."""
+
+    @abstractmethod
+    async def get_schedule(self, name: str) -> Schedule:
+        """The schedule, or ScheduleNotFound."""
+
+    @abstractmethod
+    async def list_schedules(self) -> list[Schedule]:
+        """All schedules, by name."""
+
+    @abstractmethod
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete a schedule; False when there was none. Runs it started are kept."""
+
+    @abstractmethod
+    async def pause_schedule(self, name: str, *, paused: bool, now: datetime) -> Schedule:
+        """Pause or resume a schedule; ScheduleNotFound when there is none. Resuming a
+        paused schedule sets ``resumed_at`` to ``now`` (ticks before it are not caught up).
+        ``revision`` goes up by one."""
+
+    @abstractmethod
+    async def due_schedules(self, *, now: datetime, limit: int) -> list[Schedule]:
+        """Up to ``limit`` schedules that are not paused and whose ``due_at`` has come,
+        earliest first."""
+
+    @abstractmethod
+    async def next_schedule_due_at(self) -> datetime | None:
+        """The earliest ``due_at`` of the schedules that are not paused."""
+
+    @abstractmethod
+    async def fire_schedule(self, firing: ScheduleFiring) -> bool:
+        """Apply a :class:`ScheduleFiring` atomically: create its runs and move the
+        schedule on, if and only if the schedule is still at ``expected_revision``. False,
+        and nothing written, when it is not (or no longer exists)."""
+
+    # --- retention ----------------------------------------------------------------------
+
+    @abstractmethod
+    async def ended_runs(
+        self,
+        *,
+        updated_before: datetime,
+        limit: int,
+        workflow: str | None = None,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[RunRecord]:
+        """Up to ``limit`` ended runs (SUCCEEDED, FAILED, CANCELLED) last updated before
+        ``updated_before``, least recently updated first (``updated_at``, then ``run_id``);
+        ``after`` continues strictly after an (``updated_at``, ``run_id``) of a previous
+        page. What the engine reads to decide which runs retention removes."""
+
+    @abstractmethod
+    async def prune_runs(self, run_ids: Sequence[str], *, ended_before: datetime) -> PrunedRuns:
+        """Delete, in one transaction, each of ``run_ids`` that is still ended and was last
+        updated before ``ended_before``, with its journal, history, callbacks and the
+        delivered outbox entries it emitted. A run that is open again or was updated since
+        (retried, redriven), or whose parent exists and has not ended, is left as it is;
+        unknown ids are skipped. The engine decides (see ``Engine.prune``); the store only
+        re-checks that the decision still holds."""
+
+    @abstractmethod
+    async def compact_history(self, compaction: HistoryCompaction) -> bool:
+        """Apply a :class:`HistoryCompaction` atomically; False, and nothing written, when
+        the run moved to another epoch or one of the events is gone."""

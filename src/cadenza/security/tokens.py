@@ -86,6 +86,11 @@ class CallbackTokens:
             )
         return parsed
 
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for another kind of signature (approval links, console sessions), derived
+        from the secret: what it signs never verifies as a callback token, nor the reverse."""
+        return hmac.new(self._secret, f"cadenza/{purpose}".encode(), hashlib.sha256).digest()
+
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
 

@@ -9,8 +9,10 @@ async with TestEnvironment(clock=FakeClock()) as env:
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -18,15 +20,28 @@ from typing import Any
 
 from cadenza.clock import Clock, FakeClock, parse_iso
 from cadenza.config import open_engine
+from cadenza.engine._export import RunExport, replay_export
+from cadenza.engine._instrumentation import Instrumentation
+from cadenza.engine._replay_check import ReplayCheckResult
 from cadenza.engine.engine import Engine
 from cadenza.engine.worker import drive
 from cadenza.ports.run_store import CallbackKind, CallbackStatus, RunRecord, RunStore
-from cadenza.retry import RetryPolicy
+from cadenza.retry import RetryPolicy, RetryStrategy
+from cadenza.testing._cassette import Cassette, CassetteMismatch, CassetteMode
 from cadenza.testing._memory_store import InMemoryRunStore
 from cadenza.testing.scripted_model import ScriptedModel, ScriptExhausted
 from cadenza.workflow import WorkflowDefinition
 
-__all__ = ["FakeClock", "InMemoryRunStore", "ScriptExhausted", "ScriptedModel", "TestEnvironment"]
+__all__ = [
+    "Cassette",
+    "CassetteMismatch",
+    "CassetteMode",
+    "FakeClock",
+    "InMemoryRunStore",
+    "ScriptExhausted",
+    "ScriptedModel",
+    "TestEnvironment",
+]
 
 
 class TestEnvironment:
@@ -39,15 +54,17 @@ class TestEnvironment:
         *,
         clock: Clock | None = None,
         store: RunStore | str | None = None,
-        default_retry: RetryPolicy | None = None,
+        default_retry: RetryPolicy | RetryStrategy | None = None,
         claim_check_bytes: int = 64 * 1024,
         lease: timedelta = timedelta(seconds=30),
+        instrumentation: Iterable[Instrumentation] | Instrumentation | None = None,
     ) -> None:
         self.clock = clock
         self._store = store
         self._options: dict[str, Any] = {
             "claim_check_bytes": claim_check_bytes,
             "lease": lease,
+            "instrumentation": instrumentation,
         }
         if default_retry is not None:
             self._options["default_retry"] = default_retry
@@ -103,6 +120,23 @@ class TestEnvironment:
 
     async def result(self, run: RunRecord | str, tp: Any = None) -> Any:
         return await self.engine.result(run if isinstance(run, str) else run.run_id, tp)
+
+    async def replay_export(
+        self, export: str | Path | RunExport, workflow: WorkflowDefinition
+    ) -> ReplayCheckResult:
+        """Replay a run exported with ``cadenza runs export`` against ``workflow`` as the
+        code is now: nothing runs live (no model, no tool) and nothing is stored. The
+        result says whether it replays (``compatible``), or the first operation where the
+        code now asks for something else than the run recorded (``op_id``, ``recorded``,
+        ``asked``)::
+
+            result = await env.replay_export("tests/runs/r-42.json", triage)
+            assert result.compatible, result
+        """
+        if not isinstance(export, RunExport):
+            text = await asyncio.to_thread(Path(export).read_text, encoding="utf-8")
+            export = RunExport.from_json(text)
+        return await replay_export(self.engine, export, workflow)
 
     async def tokens(self, run: RunRecord | str) -> list[str]:
         """Tokens of the run's pending callbacks, oldest first."""

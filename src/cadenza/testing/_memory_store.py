@@ -2,11 +2,12 @@
 
 It keeps the promises of the SQLite and PostgreSQL stores (the contract suite in
 tests/contract runs over all three): a checkpoint is checked whole — its lease, its
-conditional resolutions, the ids it inserts — before anything of it is written, so a
-refused checkpoint leaves no trace. Documents go in and come out as JSON copies, as they
-would through a database: a caller that changes a record it read, or one it wrote, does not
-change what is stored, and a value JSON cannot hold fails at once, as it would in
-production.
+conditional resolutions, the ids it inserts — before anything of it is written, and what
+it does to other runs (wake-ups, cancellations), which can only be checked as it goes, is
+undone if a later part is refused, so a refused checkpoint leaves no trace. Documents go
+in and come out as JSON copies, as they would through a database: a caller that changes
+a record it read, or one it wrote, does not change what is stored, and a value JSON cannot
+hold fails at once, as it would in production.
 
 Nothing survives the process. Several engines (or a test's own second "process") may share
 one instance: each method runs to completion without yielding to the event loop, and a lock
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -33,14 +34,17 @@ from cadenza.errors import (
     RunStateError,
     StoreError,
 )
-from cadenza.history import HistoryEvent, HistoryEventType
+from cadenza.history import HistoryEvent
 from cadenza.journal import OpRecord
 from cadenza.ports.run_store import (
+    ApiKeyRecord,
     CallbackKind,
     CallbackRecord,
     CallbackResolution,
     CallbackStatus,
+    Cancellation,
     Checkpoint,
+    ChildRun,
     CommitResult,
     OutboxEntry,
     QueueConfig,
@@ -48,11 +52,16 @@ from cadenza.ports.run_store import (
     Rule,
     RunOrigin,
     RunOutcome,
+    RunPage,
     RunRecord,
     RunStatus,
     RunStore,
+    Schedule,
+    WakeUp,
     refill_tokens,
 )
+from cadenza.testing._memory_retention import MemoryRetention
+from cadenza.testing._memory_schedules import MemorySchedules
 
 _LONG_AGO = datetime.fromtimestamp(0, UTC)  # what next_wake_at says for a PENDING run
 
@@ -94,7 +103,7 @@ def _rule_copy(rule: Rule) -> Rule:
     return replace(rule, pattern=_doc(rule.pattern), params=_doc(rule.params))
 
 
-class InMemoryRunStore(RunStore):
+class InMemoryRunStore(MemoryRetention, MemorySchedules, RunStore):
     """A run store that lives in this process only, for tests that need no file:
     ``TestEnvironment(store=InMemoryRunStore())``."""
 
@@ -112,6 +121,8 @@ class InMemoryRunStore(RunStore):
         self._rules: dict[str, Rule] = {}
         self._queues: dict[str, QueueConfig] = {}
         self._buckets: dict[str, tuple[float, datetime]] = {}  # tokens left, when counted
+        self._api_keys: dict[str, ApiKeyRecord] = {}
+        self._schedules: dict[str, Schedule] = {}
 
     # --- runs ---------------------------------------------------------------------------
 
@@ -137,7 +148,14 @@ class InMemoryRunStore(RunStore):
         workflow: str | None = None,
         parent_run_id: str | None = None,
         limit: int = 50,
+        tenant: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        text: str | None = None,
+        after: RunPage | None = None,
+        trace_id: str | None = None,
     ) -> list[RunRecord]:
+        needle = text.lower() if text else None
         with self._lock:
             runs = [
                 r
@@ -145,6 +163,12 @@ class InMemoryRunStore(RunStore):
                 if (status is None or r.status == status)
                 and (workflow is None or r.workflow == workflow)
                 and (parent_run_id is None or r.parent_run_id == parent_run_id)
+                and (tenant is None or r.tenant == tenant)
+                and (trace_id is None or r.trace_id == trace_id)
+                and (created_after is None or r.created_at >= created_after)
+                and (created_before is None or r.created_at < created_before)
+                and (after is None or (r.created_at, r.run_id) < (after.created_at, after.run_id))
+                and (needle is None or needle in f"{r.run_id} {r.workflow} {r.input}".lower())
             ]
             runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
             return [_run_copy(r) for r in runs[: max(limit, 0)]]
@@ -240,16 +264,26 @@ class InMemoryRunStore(RunStore):
                     times.append(run.lease_expires_at)
             return min(times, default=None)
 
-    async def request_cancel(self, run_id: str, *, now: datetime) -> RunRecord:
+    async def request_cancel(
+        self, cancellations: Sequence[Cancellation], *, now: datetime
+    ) -> RunRecord:
         with self._lock:
+            if not cancellations:
+                raise ValueError("request_cancel needs at least the run to cancel")
+            run_id = cancellations[0].run_id
             run = self._run(run_id)
             if run.status.terminal:
                 raise RunStateError(
                     f"run {run_id} already ended ({run.status}); there is nothing to cancel"
                 )
-            plan = self._cancel_plan(run, now)
-            for target, held in plan:
-                self._cancel_one(self._runs[target], held, now)
+            prepared = [self._cancellation_copy(c) for c in cancellations]
+            undo = self._undo_log()
+            try:
+                for cancel in prepared:
+                    self._cancel(cancel, now)
+            except BaseException:
+                undo()
+                raise
             return _run_copy(self._runs[run_id])
 
     async def redrive_runs(self, redrives: Sequence[Redrive], *, now: datetime) -> list[RunRecord]:
@@ -346,21 +380,21 @@ class InMemoryRunStore(RunStore):
             # Everything is checked and copied first, so a refusal leaves no trace.
             self._check_resolutions(cp)
             self._check_new_callbacks(cp.callbacks)
-            self._check_new_runs(cp.children)
+            self._check_new_runs([c.run for c in cp.children])
             ops = [_op_copy(op) for op in cp.ops]
             history = [self._event(e) for e in cp.history]
             callbacks = [_callback_copy(c) for c in cp.callbacks]
-            children = [_run_copy(c) for c in cp.children]
+            children = [ChildRun(_run_copy(c.run), self._event(c.started)) for c in cp.children]
             events = [(str(e["id"]), _doc(e)) for e in cp.events]
             state = _doc(cp.state) if cp.state is not None else None
             resolutions = [replace(r, error=_error(r.error)) for r in cp.resolutions]
+            wake_ups = [_wake_up_copy(w) for w in cp.wake_ups]
+            cancels = [self._cancellation_copy(c) for c in cp.cancels]
             outcome = cp.outcome
             if outcome is not None:
                 outcome = replace(outcome, error=_error(outcome.error))
-            parent_open = cp.outcome is not None and self._parent_open(run.parent_run_id)
-            if parent_open:
-                self._check_resolvable(cp.run_id, ended=set())
 
+            undo = self._undo_log() if wake_ups or cancels else None
             if state is not None or cp.outcome is not None or cp.suspend:
                 self._runs[cp.run_id] = self._advanced(run, cp, state, outcome)
             for res in resolutions:
@@ -370,16 +404,18 @@ class InMemoryRunStore(RunStore):
             for cb in callbacks:
                 self._callbacks[cb.callback_id] = cb
             for child in children:
-                self._insert_run(child)
-                details = {"parent_run_id": cp.run_id, "parent_op_id": child.parent_op_id}
-                started = HistoryEvent(0, HistoryEventType.EXECUTION_STARTED, cp.now)
-                self._append(child.run_id, [replace(started, details=details)])
+                self._insert_run(child.run)
+                self._append(child.run.run_id, [child.started])
             self._insert_events(events, cp.now)
-            if parent_open and outcome is not None:
-                succeeded = outcome.status == RunStatus.SUCCEEDED
-                status = CallbackStatus.SUCCEEDED if succeeded else CallbackStatus.FAILED
-                ended = CallbackResolution(cp.run_id, status, outcome.result, outcome.error)
-                self._resolve(ended, cp.now)
+            try:
+                for wake_up in wake_ups:
+                    self._wake_up(wake_up, cp.now)
+                for cancel in cancels:
+                    self._cancel(cancel, cp.now)
+            except BaseException:
+                if undo is not None:
+                    undo()
+                raise
             return CommitResult(cancel_requested=run.cancel_requested)
 
     async def history(self, run_id: str, *, after_seq: int = 0) -> list[HistoryEvent]:
@@ -389,6 +425,11 @@ class InMemoryRunStore(RunStore):
                 for e in self._history.get(run_id, [])
                 if e.seq > after_seq
             ]
+
+    async def append_history(self, run_id: str, events: Sequence[HistoryEvent]) -> None:
+        with self._lock:
+            self._run(run_id)
+            self._append(run_id, [self._event(e) for e in events])
 
     # --- callbacks ----------------------------------------------------------------------
 
@@ -401,7 +442,7 @@ class InMemoryRunStore(RunStore):
 
     async def complete_callback(self, resolution: CallbackResolution, *, now: datetime) -> bool:
         with self._lock:
-            self._check_resolvable(resolution.callback_id, ended=set())
+            self._check_resolvable(resolution.callback_id)
             return self._resolve(replace(resolution, error=_error(resolution.error)), now)
 
     async def heartbeat_callback(self, callback_id: str, *, now: datetime) -> bool:
@@ -457,6 +498,28 @@ class InMemoryRunStore(RunStore):
     async def delete_rule(self, name: str) -> bool:
         with self._lock:
             return self._rules.pop(name, None) is not None
+
+    # --- API keys -----------------------------------------------------------------------
+
+    async def put_api_key(self, key: ApiKeyRecord) -> None:
+        with self._lock:
+            self._api_keys[key.key_id] = key
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        with self._lock:
+            return self._api_keys.get(key_id)
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        with self._lock:
+            return sorted(self._api_keys.values(), key=lambda k: (k.created_at, k.key_id))
+
+    async def revoke_api_key(self, key_id: str, *, now: datetime) -> bool:
+        with self._lock:
+            key = self._api_keys.get(key_id)
+            if key is None or key.revoked_at is not None:
+                return False
+            self._api_keys[key_id] = replace(key, revoked_at=now)
+            return True
 
     # --- checks: they read and raise, and never write ------------------------------------
 
@@ -550,46 +613,38 @@ class InMemoryRunStore(RunStore):
                 f"the {what} is taken; nothing of this write was stored", retryable=False
             )
 
-    def _check_resolvable(self, callback_id: str, *, ended: set[str]) -> None:
+    def _check_resolvable(self, callback_id: str) -> None:
         """Refuse what resolving the callback from outside its run would refuse."""
         cb = self._callbacks.get(callback_id)
         if cb is None:
             raise CallbackNotFound(f"no callback {callback_id!r}")
         run = self._runs[cb.run_id]
-        if run.status.terminal or run.run_id in ended:
-            status = run.status if run.status.terminal else RunStatus.CANCELLED
+        if run.status.terminal:
             raise RunStateError(
-                f"run {run.run_id} already ended ({status}); its callbacks are closed"
+                f"run {run.run_id} already ended ({run.status}); its callbacks are closed"
             )
 
-    def _parent_open(self, parent_run_id: str | None, ended: set[str] | None = None) -> bool:
-        """Whether a parent still waits for its child (a cancelled parent ends before them)."""
-        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-        return (
-            parent is not None
-            and not parent.status.terminal
-            and parent.run_id not in (ended or set())
-        )
+    def _cancellation_copy(self, cancel: Cancellation) -> Cancellation:
+        wake_up = _wake_up_copy(cancel.wake_up) if cancel.wake_up is not None else None
+        error = ErrorInfo.from_dict(_doc(cancel.error.to_dict()))
+        return replace(cancel, error=error, event=self._event(cancel.event), wake_up=wake_up)
 
-    def _cancel_plan(self, root: RunRecord, now: datetime) -> list[tuple[str, bool]]:
-        """The runs a cancellation reaches, in order, each with whether a worker holds it."""
-        plan: list[tuple[str, bool]] = []
-        ended: set[str] = set()
+    def _undo_log(self) -> Callable[[], None]:
+        """What puts the store back as it is now. For the writes to other runs, whose
+        later parts can only be checked once the earlier ones are applied (a cancelled
+        parent no longer waits for the child cancelled after it)."""
+        runs, keys, woken = dict(self._runs), dict(self._keys), set(self._woken)
+        history = {run_id: list(events) for run_id, events in self._history.items()}
+        ops = {run_id: dict(journal) for run_id, journal in self._ops.items()}
+        callbacks, outbox = dict(self._callbacks), dict(self._outbox)
+        event_ids = set(self._event_ids)
 
-        def visit(run: RunRecord) -> None:
-            held = _held(run, now)
-            plan.append((run.run_id, held))
-            if not held:
-                if self._parent_open(run.parent_run_id, ended):
-                    self._check_resolvable(run.run_id, ended=ended)
-                ended.add(run.run_id)
-            for child in list(self._runs.values()):
-                if child.parent_run_id == run.run_id and not child.status.terminal:
-                    if child.run_id not in ended:
-                        visit(child)
+        def undo() -> None:
+            self._runs, self._keys, self._woken = runs, keys, woken
+            self._history, self._ops = history, ops
+            self._callbacks, self._outbox, self._event_ids = callbacks, outbox, event_ids
 
-        visit(root)
-        return plan
+        return undo
 
     # --- writes: called only once every check has passed ----------------------------------
 
@@ -605,7 +660,7 @@ class InMemoryRunStore(RunStore):
     def _append(self, run_id: str, events: Sequence[HistoryEvent]) -> None:
         history = self._history.setdefault(run_id, [])
         for event in events:
-            history.append(replace(event, seq=len(history) + 1))
+            history.append(replace(event, seq=(history[-1].seq if history else 0) + 1))
 
     def _upsert_ops(self, run_id: str, ops: Sequence[OpRecord]) -> None:
         journal = self._ops.setdefault(run_id, {})
@@ -631,7 +686,7 @@ class InMemoryRunStore(RunStore):
             if event_id in self._event_ids:
                 continue
             self._event_ids.add(event_id)
-            seq = len(self._outbox) + 1
+            seq = max(self._outbox, default=0) + 1  # pruning leaves gaps
             self._outbox[seq] = OutboxEntry(seq=seq, event=event, published_at=now)
 
     def _advanced(
@@ -684,24 +739,41 @@ class InMemoryRunStore(RunStore):
         self._runs[run_id] = run.evolve(status=status, updated_at=now)
         return True
 
-    def _cancel_one(self, run: RunRecord, held: bool, now: datetime) -> None:
-        if held:
+    def _wake_up(self, wake_up: WakeUp, now: datetime) -> None:
+        """Apply a WakeUp if it still applies: the run has not ended, the callback waits."""
+        run = self._runs.get(wake_up.run_id)
+        if run is None or run.status.terminal:
+            return
+        cb = self._callbacks.get(wake_up.resolution.callback_id)
+        if cb is None or cb.run_id != run.run_id:
+            raise CallbackNotFound.to_wake(run.run_id, wake_up.resolution.callback_id)
+        self._resolve(wake_up.resolution, now)
+
+    def _cancel(self, cancel: Cancellation, now: datetime) -> None:
+        run = self._runs.get(cancel.run_id)
+        if run is None or run.status.terminal:
+            return
+        if _held(run, now):
             # The worker sees the flag at its next checkpoint and stops the run itself.
             self._runs[run.run_id] = run.evolve(cancel_requested=True, updated_at=now)
             return
-        error = ErrorInfo(type="RunCancelled", message=f"run {run.run_id} was cancelled")
         self._runs[run.run_id] = run.evolve(
             status=RunStatus.CANCELLED,
             cancel_requested=True,
-            error=error,
+            error=cancel.error,
             lease_owner=None,
             lease_expires_at=None,
             wake_at=None,
             updated_at=now,
         )
-        self._append(run.run_id, [HistoryEvent(0, HistoryEventType.EXECUTION_CANCELLED, now)])
-        if self._parent_open(run.parent_run_id):
-            self._resolve(CallbackResolution(run.run_id, CallbackStatus.FAILED, error=error), now)
+        self._append(run.run_id, [cancel.event])
+        if cancel.wake_up is not None:
+            self._wake_up(cancel.wake_up, now)
+
+
+def _wake_up_copy(wake_up: WakeUp) -> WakeUp:
+    resolution = wake_up.resolution
+    return replace(wake_up, resolution=replace(resolution, error=_error(resolution.error)))
 
 
 def _runnable(run: RunRecord, now: datetime) -> bool:

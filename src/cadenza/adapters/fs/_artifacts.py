@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from cadenza.errors import NotFound, StoreError
-from cadenza.ports.artifact_store import ArtifactStore, content_key, split_key
+from cadenza.ports.artifact_store import (
+    ArtifactStore,
+    ArtifactUsage,
+    content_key,
+    scope_segments,
+    split_key,
+)
 
 
 class FolderArtifactStore(ArtifactStore):
@@ -52,6 +59,36 @@ class FolderArtifactStore(ArtifactStore):
 
     async def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    async def usage(self, scope: str) -> ArtifactUsage:
+        folder = self.root.joinpath(*scope_segments(scope))
+        return await asyncio.to_thread(_usage, folder)
+
+    async def delete_scope(self, scope: str) -> ArtifactUsage:
+        folder = self.root.joinpath(*scope_segments(scope))
+
+        def delete() -> ArtifactUsage:
+            freed = _usage(folder)
+            # Temporary files of a write that crashed go too: the whole folder is the run's.
+            shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists():
+                raise OSError("not every file could be removed")
+            return freed
+
+        try:
+            return await asyncio.to_thread(delete)
+        except OSError as exc:
+            raise StoreError(
+                f"the artifacts of {scope} could not be deleted:"
+                f" {exc.strerror or exc}; prune again once the folder is writable"
+            ) from None
+
+
+def _usage(folder: Path) -> ArtifactUsage:
+    if not folder.is_dir():
+        return ArtifactUsage()
+    sizes = [p.stat().st_size for p in folder.iterdir() if p.is_file()]
+    return ArtifactUsage(len(sizes), sum(sizes))
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -18,6 +18,7 @@ from cadenza.errors import ErrorInfo
 from cadenza.history import HistoryEvent, HistoryEventType
 from cadenza.journal import OpRecord, OpStatus, OpType
 from cadenza.ports.run_store import (
+    DEFAULT_TENANT,
     CallbackKind,
     CallbackRecord,
     CallbackStatus,
@@ -34,7 +35,8 @@ Row = dict[str, Any]
 RUN_COLUMNS = (
     "run_id, workflow, version, module, status, input, result, error, parent_run_id,"
     " parent_op_id, queue, priority, wake_at, lease_owner, lease_epoch, lease_expires_at,"
-    " cancel_requested, state, trace_id, idempotency_key, created_at, updated_at, origin"
+    " cancel_requested, state, trace_id, idempotency_key, created_at, updated_at, origin,"
+    " tenant"
 )
 CALLBACK_COLUMNS = (
     "callback_id, run_id, op_id, kind, status, created_at, expires_at, heartbeat_timeout_s,"
@@ -95,6 +97,7 @@ def run_params(run: RunRecord) -> tuple[Any, ...]:
         run.created_at,
         run.updated_at,
         jsonb(run.origin.to_dict()) if run.origin is not None else None,
+        run.tenant,
     )
 
 
@@ -123,6 +126,7 @@ def run_from_row(r: Row) -> RunRecord:
         created_at=_utc(r["created_at"]),
         updated_at=_utc(r["updated_at"]),
         origin=RunOrigin.from_dict(r["origin"]) if r["origin"] else None,
+        tenant=r["tenant"],
     )
 
 
@@ -238,6 +242,7 @@ def rule_from_row(r: Row) -> Rule:
         params=r["params"],
         enabled=r["enabled"],
         created_at=utc(r["created_at"]),
+        tenant=r.get("tenant") or DEFAULT_TENANT,
     )
 
 

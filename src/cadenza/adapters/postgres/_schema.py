@@ -126,6 +126,59 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE {schema}.runs ADD COLUMN origin jsonb",
         "ALTER TABLE {schema}.callbacks ADD COLUMN payload_schema jsonb",
     ],
+    # tenants: every run and rule belongs to one; the service's API keys (hashes only)
+    [
+        "ALTER TABLE {schema}.runs ADD COLUMN tenant text NOT NULL DEFAULT 'default'",
+        "CREATE INDEX runs_tenant_created ON {schema}.runs (tenant, created_at)",
+        "ALTER TABLE {schema}.rules ADD COLUMN tenant text NOT NULL DEFAULT 'default'",
+        """CREATE TABLE {schema}.api_keys (
+            key_id text PRIMARY KEY,
+            name text NOT NULL,
+            tenant text NOT NULL,
+            scopes jsonb NOT NULL,
+            secret_hash text NOT NULL,
+            created_at timestamptz NOT NULL,
+            revoked_at timestamptz
+        )""",
+    ],
+    # schedules: durable "start this workflow at these times" (cron, rate, at)
+    [
+        """CREATE TABLE {schema}.schedules (
+            name text PRIMARY KEY,
+            workflow text NOT NULL,
+            version text,
+            module text,
+            expression text NOT NULL,
+            input text NOT NULL,
+            timezone text NOT NULL,
+            window_s double precision NOT NULL DEFAULT 0,
+            catch_up text NOT NULL,
+            catch_up_limit integer NOT NULL,
+            overlap text NOT NULL,
+            paused boolean NOT NULL DEFAULT false,
+            start_at timestamptz,
+            end_at timestamptz,
+            next_fire_at timestamptz,
+            due_at timestamptz,
+            buffered_tick timestamptz,
+            last_tick_at timestamptz,
+            last_run_id text,
+            resumed_at timestamptz,
+            revision bigint NOT NULL,
+            created_at timestamptz,
+            updated_at timestamptz
+        )""",
+        "CREATE INDEX schedules_due ON {schema}.schedules (due_at) WHERE NOT paused",
+    ],
+    # the runs of one trace, for `cadenza runs trace` and scoped claims
+    [
+        "CREATE INDEX runs_trace ON {schema}.runs (trace_id) WHERE trace_id IS NOT NULL",
+    ],
+    # retention: the ended runs, least recently updated first, for pruning
+    [
+        "CREATE INDEX runs_ended ON {schema}.runs (updated_at, run_id)"
+        " WHERE status IN ('SUCCEEDED', 'FAILED', 'CANCELLED')",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -29,7 +29,9 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from cadenza.adapters.postgres import _claims, _schema, _writes
+from cadenza.adapters.postgres._group import CommitGroups
 from cadenza.adapters.postgres._notify import OUTBOX, WorkListener
+from cadenza.adapters.postgres._retention import PostgresRetention
 from cadenza.adapters.postgres._rows import (
     CALLBACK_COLUMNS,
     OP_COLUMNS,
@@ -38,20 +40,19 @@ from cadenza.adapters.postgres._rows import (
     callback_from_row,
     history_from_row,
     history_params,
-    jsonb,
     op_from_row,
     outbox_from_row,
     queue_from_row,
-    rule_from_row,
     run_from_row,
     run_params,
     utc,
 )
+from cadenza.adapters.postgres._schedules import PostgresSchedules
+from cadenza.adapters.postgres._service import PostgresServiceTables
 from cadenza.adapters.postgres._writes import Conn
 from cadenza.errors import (
     CallbackNotFound,
     ConfigurationError,
-    LeaseLost,
     RunAlreadyExists,
     RunNotFound,
     RunStateError,
@@ -64,14 +65,13 @@ from cadenza.journal import OpRecord
 from cadenza.ports.run_store import (
     CallbackRecord,
     CallbackResolution,
+    Cancellation,
     Checkpoint,
     CommitResult,
     OutboxEntry,
     QueueConfig,
     Redrive,
-    Rule,
     RunRecord,
-    RunStatus,
     RunStore,
 )
 
@@ -82,7 +82,7 @@ _RETRIES = 5
 _QUEUES_TTL = 1.0  # seconds a worker trusts its list of limited queues
 
 
-class PostgresRunStore(RunStore):
+class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedules, RunStore):
     """Run store on PostgreSQL: ``postgresql://user@host/db?pool_max=10``."""
 
     def __init__(
@@ -112,6 +112,16 @@ class PostgresRunStore(RunStore):
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener = WorkListener(conninfo, self.channel)
         self._limited: tuple[float, list[str]] = (0.0, [])
+        self._groups = CommitGroups(
+            connection=self._connection,
+            write=self._checkpoint_in,
+            alone=self._commit_alone,
+            translate=_translate,
+            # Groups in flight at once: one writer alone would leave the server's other
+            # cores idle while it waits on a round trip; half the pool leaves the other
+            # half for claims, reads and lease renewals.
+            max_writers=max(1, pool_max // 2),
+        )
 
     @classmethod
     def from_url(cls, url: str) -> PostgresRunStore:
@@ -292,31 +302,6 @@ class PostgresRunStore(RunStore):
             raise RunNotFound(run_id)
         return run_from_row(row)
 
-    async def list_runs(
-        self,
-        *,
-        status: RunStatus | None = None,
-        workflow: str | None = None,
-        parent_run_id: str | None = None,
-        limit: int = 50,
-    ) -> list[RunRecord]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (
-            ("status", status),
-            ("workflow", workflow),
-            ("parent_run_id", parent_run_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(str(value))
-        query = f"SELECT {RUN_COLUMNS} FROM {self.schema}.runs"
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY created_at DESC, run_id DESC LIMIT %s"
-        args.append(limit)
-        return [run_from_row(r) for r in await self._all(query, args)]
-
     async def claim_runs(
         self,
         *,
@@ -407,8 +392,13 @@ class PostgresRunStore(RunStore):
         )
         return utc(row["t"]) if row is not None else None
 
-    async def request_cancel(self, run_id: str, *, now: datetime) -> RunRecord:
+    async def request_cancel(
+        self, cancellations: Sequence[Cancellation], *, now: datetime
+    ) -> RunRecord:
         s = self.schema
+        if not cancellations:
+            raise ValueError("request_cancel needs at least the run to cancel")
+        run_id = cancellations[0].run_id
 
         async def cancel(conn: Conn) -> RunRecord:
             query = f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE run_id = %s"
@@ -421,7 +411,8 @@ class PostgresRunStore(RunStore):
                 raise RunStateError(
                     f"run {run_id} already ended ({run.status}); there is nothing to cancel"
                 )
-            await _writes.cancel_tree(conn, s, run, now, channel=self.channel)
+            for cancellation in cancellations:
+                await _writes.cancel(conn, s, cancellation, now, channel=self.channel)
             await _writes.notify(conn, self.channel)
             cur = await conn.execute(query, (run_id,))
             row = await cur.fetchone()
@@ -508,29 +499,28 @@ class PostgresRunStore(RunStore):
             )
 
     async def commit(self, checkpoint: Checkpoint) -> CommitResult:
-        s, cp = self.schema, checkpoint
-        if cp.events:  # our own relay need not wait for the notification
+        if checkpoint.events:  # our own relay need not wait for the notification
             self._listener.outbox_changed()
+        # Concurrent checkpoints share one transaction (see _group).
+        return await self._groups.submit(checkpoint)
+
+    async def _checkpoint_in(self, conn: Conn, cp: Checkpoint) -> CommitResult:
+        """One checkpoint of a group, inside the group's transaction."""
+        row = await _writes.apply_checkpoint(conn, self.schema, cp, channel=self.channel)
+        if row is None:
+            raise await _writes.fence_error(conn, self.schema, cp)
+        return await _writes.finish_checkpoint(conn, self.schema, cp, row, channel=self.channel)
+
+    async def _commit_alone(self, cp: Checkpoint) -> CommitResult:
+        """One checkpoint in its own transaction (one statement when it can be)."""
+        s = self.schema
         if not _writes.needs_transaction(cp):
             async with self._connection() as conn:
-                row = await _writes.apply_checkpoint(
-                    conn, s, cp, channel=self.channel, orphan_only=cp.outcome is not None
-                )
+                row = await _writes.apply_checkpoint(conn, s, cp, channel=self.channel)
                 if row is not None:
                     return CommitResult(cancel_requested=bool(row["cancel_requested"]))
-                error = await _writes.fence_error(conn, s, cp)
-                if error is not None:
-                    raise error
-            # A child run ended: its parent's callback is resolved in the same transaction.
-
-        async def commit(conn: Conn) -> CommitResult:
-            row = await _writes.apply_checkpoint(conn, s, cp, channel=self.channel)
-            if row is None:
-                error = await _writes.fence_error(conn, s, cp)
-                raise error or LeaseLost(f"run {cp.run_id}: lease lost during commit")
-            return await _writes.finish_checkpoint(conn, s, cp, row, channel=self.channel)
-
-        return await self._transaction(commit)
+                raise await _writes.fence_error(conn, s, cp)
+        return await self._transaction(lambda conn: self._checkpoint_in(conn, cp))
 
     async def history(self, run_id: str, *, after_seq: int = 0) -> list[HistoryEvent]:
         rows = await self._all(
@@ -613,29 +603,6 @@ class PostgresRunStore(RunStore):
             (limit,),
         )
         return [outbox_from_row(r) for r in rows]
-
-    async def put_rule(self, rule: Rule) -> None:
-        await self._execute(
-            f"INSERT INTO {self.schema}.rules (name, pattern, target, params, enabled,"
-            " created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
-            " pattern = excluded.pattern, target = excluded.target,"
-            " params = excluded.params, enabled = excluded.enabled",
-            (
-                rule.name,
-                jsonb(rule.pattern),
-                rule.target,
-                jsonb(rule.params),
-                rule.enabled,
-                rule.created_at,
-            ),
-        )
-
-    async def list_rules(self) -> list[Rule]:
-        rows = await self._all(
-            "SELECT name, pattern, target, params, enabled, created_at"
-            f" FROM {self.schema}.rules ORDER BY name"
-        )
-        return [rule_from_row(r) for r in rows]
 
     async def delete_rule(self, name: str) -> bool:
         row = await self._one(

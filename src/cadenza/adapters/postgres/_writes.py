@@ -5,8 +5,9 @@ first member is the fenced update of the run row, and whose inserts happen only 
 update found the run still leased to the writer. In autocommit mode that statement is its
 own transaction, so the common checkpoint (journal records, history, state, events,
 callbacks, suspension, the end of a run) costs one round trip and one commit. A
-checkpoint that resolves callbacks, starts child runs or ends a child run runs the same
-statement inside a transaction and adds the conditional parts after it.
+checkpoint that resolves callbacks, starts child runs, wakes or cancels other runs runs
+the same statement inside a transaction and adds those parts after it, as the checkpoint
+spells them out.
 
 Rows are locked in one order everywhere (a run before its callbacks, a child before its
 parent) so that concurrent writers queue up instead of deadlocking; the store retries the
@@ -37,21 +38,21 @@ from cadenza.adapters.postgres._rows import (
 from cadenza.errors import (
     CallbackNotFound,
     CheckpointConflict,
-    ErrorInfo,
     LeaseLost,
     RunNotFound,
     RunStateError,
 )
-from cadenza.history import HistoryEvent, HistoryEventType
+from cadenza.history import HistoryEvent
 from cadenza.journal import OpRecord
 from cadenza.ports.run_store import (
     CallbackResolution,
-    CallbackStatus,
+    Cancellation,
     Checkpoint,
     CommitResult,
     Redrive,
     RunRecord,
     RunStatus,
+    WakeUp,
 )
 
 Conn = AsyncConnection[DictRow]
@@ -60,13 +61,9 @@ _TERMINAL = "('SUCCEEDED', 'FAILED', 'CANCELLED')"
 
 
 def needs_transaction(cp: Checkpoint) -> bool:
-    """Whether a checkpoint has parts that one statement cannot do (or undo).
-
-    An outcome is one of them only for a child run (its parent's callback is resolved in
-    the same transaction); the single statement of an outcome applies only to runs
-    without a parent, and the caller falls back to a transaction when it finds one.
-    """
-    return bool(cp.resolutions or cp.children)
+    """Whether a checkpoint has parts that one statement cannot do (or undo): conditional
+    resolutions, child runs, and whatever it does to other runs."""
+    return bool(cp.resolutions or cp.children or cp.wake_ups or cp.cancels)
 
 
 async def notify(conn: Conn, channel: str, payload: str = "") -> None:
@@ -77,11 +74,10 @@ async def notify(conn: Conn, channel: str, payload: str = "") -> None:
 
 
 async def apply_checkpoint(
-    conn: Conn, schema: str, cp: Checkpoint, *, channel: str, orphan_only: bool = False
+    conn: Conn, schema: str, cp: Checkpoint, *, channel: str
 ) -> dict[str, Any] | None:
     """The one statement of a checkpoint; the run row's flags, or None when the fence
-    failed (nothing was written). ``orphan_only`` makes a run with a parent fail the
-    fence too."""
+    failed (nothing was written)."""
     s = schema
     sets = ["updated_at = %(now)s"]
     params: dict[str, Any] = {
@@ -119,8 +115,7 @@ async def apply_checkpoint(
     ctes = [
         f"fence AS (UPDATE {s}.runs SET {', '.join(sets)} WHERE run_id = %(run_id)s"
         " AND lease_owner = %(owner)s AND lease_epoch = %(epoch)s"
-        + (" AND parent_run_id IS NULL" if orphan_only else "")
-        + " RETURNING cancel_requested, parent_run_id, status, queue)"
+        " RETURNING cancel_requested, status, queue)"
     ]
     if cp.ops:
         params["ops"] = _json_param(
@@ -239,7 +234,7 @@ async def apply_checkpoint(
     sql = (
         "WITH "
         + ", ".join(ctes)
-        + " SELECT cancel_requested, parent_run_id, status, (SELECT count(*) FROM woken)"
+        + " SELECT cancel_requested, status, (SELECT count(*) FROM woken)"
         + (" + (SELECT count(*) FROM relayed)" if cp.events else "")
         + " AS woken FROM fence"
     )
@@ -247,17 +242,14 @@ async def apply_checkpoint(
     return await cur.fetchone()
 
 
-async def fence_error(conn: Conn, schema: str, cp: Checkpoint) -> Exception | None:
-    """Why a checkpoint's fence failed: the run is gone, or its lease moved on (None: the
-    lease is the writer's, the run has a parent)."""
+async def fence_error(conn: Conn, schema: str, cp: Checkpoint) -> Exception:
+    """Why a checkpoint's fence failed: the run is gone, or its lease moved on."""
     cur = await conn.execute(
         f"SELECT lease_owner, lease_epoch FROM {schema}.runs WHERE run_id = %s", (cp.run_id,)
     )
     row = await cur.fetchone()
     if row is None:
         return RunNotFound(cp.run_id)
-    if (row["lease_owner"], row["lease_epoch"]) == (cp.owner, cp.expected_epoch):
-        return None
     return LeaseLost(
         f"run {cp.run_id}: lease epoch {cp.expected_epoch} of {cp.owner} is no longer"
         f" current (now {row['lease_epoch']} of {row['lease_owner']}); checkpoint rejected"
@@ -274,31 +266,14 @@ async def finish_checkpoint(
                 f"run {cp.run_id}: callback {resolution.callback_id} was completed meanwhile"
             )
     for child in cp.children:
-        await insert_run(conn, schema, child)
-        await insert_history(
-            conn,
-            schema,
-            child.run_id,
-            [
-                HistoryEvent(
-                    seq=0,
-                    type=HistoryEventType.EXECUTION_STARTED,
-                    timestamp=cp.now,
-                    details={"parent_run_id": cp.run_id, "parent_op_id": child.parent_op_id},
-                )
-            ],
-        )
+        await insert_run(conn, schema, child.run)
+        await insert_history(conn, schema, child.run.run_id, [child.started])
     if cp.children:
         await notify(conn, channel)
-    parent = row["parent_run_id"]
-    if cp.outcome is not None and await _parent_open(conn, schema, parent):
-        status = (
-            CallbackStatus.SUCCEEDED
-            if cp.outcome.status == RunStatus.SUCCEEDED
-            else CallbackStatus.FAILED
-        )
-        resolution = CallbackResolution(cp.run_id, status, cp.outcome.result, cp.outcome.error)
-        await resolve_callback(conn, schema, resolution, cp.now, channel=channel)
+    for wake_up in cp.wake_ups:
+        await apply_wake_up(conn, schema, wake_up, cp.now, channel=channel)
+    for cancellation in cp.cancels:
+        await cancel(conn, schema, cancellation, cp.now, channel=channel)
     return CommitResult(cancel_requested=bool(row["cancel_requested"]))
 
 
@@ -312,6 +287,28 @@ async def set_callback(conn: Conn, schema: str, res: CallbackResolution, now: da
         (str(res.status), res.result, error_jsonb(res.error), now, res.callback_id),
     )
     return await cur.fetchone() is not None
+
+
+def _wake_resolved(s: str) -> str:
+    """The statement's tail that wakes the run of the callback ``resolved`` (a CTE), and
+    tells the workers listening on ``%(channel)s``."""
+    return (
+        f" woken AS (UPDATE {s}.runs r SET wake_requested = true, updated_at = %(now)s,"
+        " status = CASE r.status WHEN 'SUSPENDED' THEN 'PENDING' ELSE r.status END"
+        " FROM resolved WHERE r.run_id = resolved.run_id RETURNING r.run_id),"
+        " notified AS (SELECT pg_notify(%(channel)s, '') FROM woken)"
+    )
+
+
+def _resolution_params(res: CallbackResolution, now: datetime, channel: str) -> dict[str, Any]:
+    return {
+        "id": res.callback_id,
+        "status": str(res.status),
+        "result": res.result,
+        "error": error_jsonb(res.error),
+        "now": now,
+        "channel": channel,
+    }
 
 
 async def resolve_callback(
@@ -330,20 +327,10 @@ async def resolve_callback(
         " error = %(error)s, completed_at = %(now)s FROM target t"
         " WHERE c.callback_id = t.callback_id AND c.status = 'PENDING'"
         f" AND t.run_status NOT IN {_TERMINAL} RETURNING c.run_id),"
-        f" woken AS (UPDATE {s}.runs r SET wake_requested = true, updated_at = %(now)s,"
-        " status = CASE r.status WHEN 'SUSPENDED' THEN 'PENDING' ELSE r.status END"
-        " FROM resolved WHERE r.run_id = resolved.run_id RETURNING r.run_id),"
-        " notified AS (SELECT pg_notify(%(channel)s, '') FROM woken)"
-        " SELECT t.run_id, t.run_status, (SELECT count(*) FROM resolved) AS resolved,"
+        + _wake_resolved(s)
+        + " SELECT t.run_id, t.run_status, (SELECT count(*) FROM resolved) AS resolved,"
         " (SELECT count(*) FROM notified) AS notified FROM target t",
-        {
-            "id": res.callback_id,
-            "status": str(res.status),
-            "result": res.result,
-            "error": error_jsonb(res.error),
-            "now": now,
-            "channel": channel,
-        },
+        _resolution_params(res, now, channel),
     )
     row = await cur.fetchone()
     if row is None:
@@ -352,6 +339,36 @@ async def resolve_callback(
         raise RunStateError(
             f"run {row['run_id']} already ended ({row['run_status']}); its callbacks are closed"
         )
+    return bool(row["resolved"])
+
+
+async def apply_wake_up(
+    conn: Conn, schema: str, wake_up: WakeUp, now: datetime, *, channel: str
+) -> bool:
+    """Resolve another run's callback and wake that run, if the run has not ended and the
+    callback still waits; otherwise nothing (see :class:`WakeUp`). One statement, which
+    locks the run row before the callback row, as every writer does."""
+    s = schema
+    res = wake_up.resolution
+    cur = await conn.execute(
+        f"WITH target AS (SELECT run_id FROM {s}.runs WHERE run_id = %(run)s"
+        f" AND status NOT IN {_TERMINAL} FOR UPDATE),"
+        f" resolved AS (UPDATE {s}.callbacks c SET status = %(status)s, result = %(result)s,"
+        " error = %(error)s, completed_at = %(now)s FROM target t"
+        " WHERE c.callback_id = %(id)s AND c.run_id = t.run_id AND c.status = 'PENDING'"
+        " RETURNING c.run_id),"
+        + _wake_resolved(s)
+        + " SELECT (SELECT count(*) FROM target) AS open,"
+        " (SELECT count(*) FROM resolved) AS resolved,"
+        " (SELECT count(*) FROM notified) AS notified,"
+        f" EXISTS (SELECT 1 FROM {s}.callbacks WHERE callback_id = %(id)s"
+        " AND run_id = %(run)s) AS known",
+        {"run": wake_up.run_id, **_resolution_params(res, now, channel)},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    if row["open"] and not row["known"]:
+        raise CallbackNotFound.to_wake(wake_up.run_id, res.callback_id)
     return bool(row["resolved"])
 
 
@@ -364,58 +381,40 @@ async def wake(conn: Conn, schema: str, run_id: str, now: datetime) -> None:
     )
 
 
-async def _parent_open(conn: Conn, schema: str, parent_run_id: str | None) -> bool:
-    """Whether a parent still waits for its child (a cancelled parent ends before them)."""
-    if parent_run_id is None:
-        return False
-    cur = await conn.execute(
-        f"SELECT status FROM {schema}.runs WHERE run_id = %s", (parent_run_id,)
-    )
-    parent = await cur.fetchone()
-    return parent is not None and not RunStatus(parent["status"]).terminal
-
-
 # --- runs ------------------------------------------------------------------------------
 
 
-async def cancel_tree(
-    conn: Conn, schema: str, run: RunRecord, now: datetime, *, channel: str
+async def cancel(
+    conn: Conn, schema: str, cancellation: Cancellation, now: datetime, *, channel: str
 ) -> None:
-    """Cancel ``run`` (locked by the caller) and, recursively, its open children."""
+    """Apply one planned cancellation to the run as it is now (see :class:`Cancellation`)."""
     s = schema
-    held = run.status == RunStatus.RUNNING and (
-        run.lease_expires_at is not None and run.lease_expires_at > now
+    # Lock the run first: whether a live lease holds it is decided in this transaction,
+    # since claims race the plan.
+    cur = await conn.execute(
+        f"SELECT status, lease_expires_at FROM {s}.runs WHERE run_id = %s FOR UPDATE",
+        (cancellation.run_id,),
     )
-    if held:
+    row = await cur.fetchone()
+    if row is None or RunStatus(row["status"]).terminal:
+        return
+    expires = row["lease_expires_at"]
+    if row["status"] == RunStatus.RUNNING and expires is not None and expires > now:
         # The worker sees the flag at its next checkpoint and stops the run itself.
         await conn.execute(
             f"UPDATE {s}.runs SET cancel_requested = true, updated_at = %s WHERE run_id = %s",
-            (now, run.run_id),
+            (now, cancellation.run_id),
         )
-    else:
-        error = ErrorInfo(type="RunCancelled", message=f"run {run.run_id} was cancelled")
-        await conn.execute(
-            f"UPDATE {s}.runs SET status = 'CANCELLED', cancel_requested = true, error = %s,"
-            " lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL, updated_at = %s"
-            " WHERE run_id = %s",
-            (error_jsonb(error), now, run.run_id),
-        )
-        await insert_history(
-            conn,
-            s,
-            run.run_id,
-            [HistoryEvent(seq=0, type=HistoryEventType.EXECUTION_CANCELLED, timestamp=now)],
-        )
-        if await _parent_open(conn, s, run.parent_run_id):
-            res = CallbackResolution(run.run_id, CallbackStatus.FAILED, error=error)
-            await resolve_callback(conn, s, res, now, channel=channel)
-    cur = await conn.execute(
-        f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE parent_run_id = %s"
-        f" AND status NOT IN {_TERMINAL} ORDER BY run_id FOR UPDATE",
-        (run.run_id,),
+        return
+    await conn.execute(
+        f"UPDATE {s}.runs SET status = 'CANCELLED', cancel_requested = true, error = %s,"
+        " lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL, updated_at = %s"
+        " WHERE run_id = %s",
+        (error_jsonb(cancellation.error), now, cancellation.run_id),
     )
-    for row in await cur.fetchall():
-        await cancel_tree(conn, s, run_from_row(row), now, channel=channel)
+    await insert_history(conn, s, cancellation.run_id, [cancellation.event])
+    if cancellation.wake_up is not None:
+        await apply_wake_up(conn, s, cancellation.wake_up, now, channel=channel)
 
 
 async def redrive(conn: Conn, schema: str, rd: Redrive, now: datetime) -> RunRecord:

@@ -67,6 +67,7 @@ def _run_from_row(r: sqlite3.Row) -> RunRecord:
         created_at=_req_dt(r["created_at"]),
         updated_at=_req_dt(r["updated_at"]),
         origin=RunOrigin.from_dict(json.loads(r["origin"])) if r["origin"] else None,
+        tenant=r["tenant"],
     )
 
 

@@ -110,4 +110,57 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE runs ADD COLUMN origin TEXT",
         "ALTER TABLE callbacks ADD COLUMN payload_schema TEXT",
     ],
+    # tenants: every run and rule belongs to one; the service's API keys (hashes only)
+    [
+        "ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'",
+        "CREATE INDEX runs_tenant_created ON runs (tenant, created_at)",
+        "ALTER TABLE rules ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'",
+        """CREATE TABLE api_keys (
+            key_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            secret_hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )""",
+    ],
+    # schedules: durable "start this workflow at these times" (cron, rate, at)
+    [
+        """CREATE TABLE schedules (
+            name TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            version TEXT,
+            module TEXT,
+            expression TEXT NOT NULL,
+            input TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            window_s REAL NOT NULL DEFAULT 0,
+            catch_up TEXT NOT NULL,
+            catch_up_limit INTEGER NOT NULL,
+            overlap TEXT NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0,
+            start_at REAL,
+            end_at REAL,
+            next_fire_at REAL,
+            due_at REAL,
+            buffered_tick REAL,
+            last_tick_at REAL,
+            last_run_id TEXT,
+            resumed_at REAL,
+            revision INTEGER NOT NULL,
+            created_at REAL,
+            updated_at REAL
+        )""",
+        "CREATE INDEX schedules_due ON schedules (due_at) WHERE paused = 0",
+    ],
+    # the runs of one trace, for `cadenza runs trace` and scoped claims
+    [
+        "CREATE INDEX runs_trace ON runs (trace_id) WHERE trace_id IS NOT NULL",
+    ],
+    # retention: the ended runs, least recently updated first, for pruning
+    [
+        "CREATE INDEX runs_ended ON runs (updated_at, run_id)"
+        " WHERE status IN ('SUCCEEDED', 'FAILED', 'CANCELLED')",
+    ],
 ]

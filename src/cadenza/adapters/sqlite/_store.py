@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 from cadenza.adapters.sqlite import _claims
+from cadenza.adapters.sqlite._retention import SqliteRetention
 from cadenza.adapters.sqlite._rows import (
     _callback_from_row,
     _callback_row,
@@ -29,13 +30,14 @@ from cadenza.adapters.sqlite._rows import (
     _ts,
     upsert_ops,
 )
+from cadenza.adapters.sqlite._schedules import SqliteSchedules
 from cadenza.adapters.sqlite._schema import MIGRATIONS
-from cadenza.adapters.sqlite._writer import SqliteWriter
+from cadenza.adapters.sqlite._service import SqliteServiceTables
+from cadenza.adapters.sqlite._writer import SqliteWriter, run_id_taken
 from cadenza.errors import (
     CallbackNotFound,
     CheckpointConflict,
     ConfigurationError,
-    ErrorInfo,
     LeaseLost,
     RunAlreadyExists,
     RunNotFound,
@@ -46,16 +48,16 @@ from cadenza.journal import OpRecord
 from cadenza.ports.run_store import (
     CallbackRecord,
     CallbackResolution,
-    CallbackStatus,
+    Cancellation,
     Checkpoint,
     CommitResult,
     OutboxEntry,
     QueueConfig,
     Redrive,
-    Rule,
     RunRecord,
     RunStatus,
     RunStore,
+    WakeUp,
 )
 
 T = TypeVar("T")
@@ -67,7 +69,8 @@ _RUNNABLE = (
 _RUN_COLUMNS = (
     "run_id, workflow, version, module, status, input, result, error, parent_run_id,"
     " parent_op_id, queue, priority, wake_at, lease_owner, lease_epoch, lease_expires_at,"
-    " cancel_requested, state, trace_id, idempotency_key, created_at, updated_at, origin"
+    " cancel_requested, state, trace_id, idempotency_key, created_at, updated_at, origin,"
+    " tenant"
 )
 _CALLBACK_COLUMNS = (
     "callback_id, run_id, op_id, kind, status, created_at, expires_at, heartbeat_timeout_s,"
@@ -75,16 +78,25 @@ _CALLBACK_COLUMNS = (
 )
 
 
-class SqliteRunStore(RunStore):
+class SqliteRunStore(SqliteRetention, SqliteServiceTables, SqliteSchedules, RunStore):
     """Run store on one SQLite file: ``sqlite:///path/to/cadenza.db``."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: timedelta = timedelta(seconds=30),
+    ) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
             raise ConfigurationError(
                 f"synchronous={synchronous!r} is not a SQLite setting; use FULL or NORMAL"
             )
         self.path = Path(path)
         self.synchronous = synchronous.upper()
+        # How long a write waits for another process's write lock before it fails with a
+        # retryable StoreError ("database is locked").
+        self.busy_timeout = busy_timeout
         self.url = f"sqlite:///{self.path}"
         self._writer = SqliteWriter(self._connect, self.path)
 
@@ -107,7 +119,7 @@ class SqliteRunStore(RunStore):
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout.total_seconds() * 1000)}")
         conn.execute("PRAGMA foreign_keys=OFF")
         return conn
 
@@ -138,7 +150,7 @@ class SqliteRunStore(RunStore):
             try:
                 _insert_run(conn, run)
             except sqlite3.IntegrityError as exc:
-                if "runs.run_id" not in str(exc):
+                if not run_id_taken(exc):
                     raise
                 raise RunAlreadyExists.id_taken(run.run_id) from exc
             _insert_history(conn, run.run_id, [started])
@@ -156,32 +168,6 @@ class SqliteRunStore(RunStore):
             return _run_from_row(row)
 
         return await self._read(get)
-
-    async def list_runs(
-        self,
-        *,
-        status: RunStatus | None = None,
-        workflow: str | None = None,
-        parent_run_id: str | None = None,
-        limit: int = 50,
-    ) -> list[RunRecord]:
-        where, args = [], []
-        for column, value in (
-            ("status", status),
-            ("workflow", workflow),
-            ("parent_run_id", parent_run_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(str(value))
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, run_id DESC LIMIT ?"
-        args.append(str(limit))
-        return await self._read(
-            lambda conn: [_run_from_row(r) for r in conn.execute(sql, args).fetchall()]
-        )
 
     async def claim_runs(
         self,
@@ -261,19 +247,23 @@ class SqliteRunStore(RunStore):
         )
         return await self._read(lambda conn: _dt(conn.execute(sql, params).fetchone()[0]))
 
-    async def request_cancel(self, run_id: str, *, now: datetime) -> RunRecord:
+    async def request_cancel(
+        self, cancellations: Sequence[Cancellation], *, now: datetime
+    ) -> RunRecord:
+        if not cancellations:
+            raise ValueError("request_cancel needs at least the run to cancel")
+        run_id = cancellations[0].run_id
+
         def cancel(conn: sqlite3.Connection) -> RunRecord:
-            row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFound(run_id)
-            run = _run_from_row(row)
-            if run.status.terminal:
+            if RunStatus(row["status"]).terminal:
                 raise RunStateError(
-                    f"run {run_id} already ended ({run.status}); there is nothing to cancel"
+                    f"run {run_id} already ended ({row['status']}); there is nothing to cancel"
                 )
-            _cancel_tree(conn, run, now)
+            for cancellation in cancellations:
+                _cancel(conn, cancellation, now)
             return _run_from_row(
                 conn.execute(
                     f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
@@ -416,42 +406,6 @@ class SqliteRunStore(RunStore):
             ]
         )
 
-    async def put_rule(self, rule: Rule) -> None:
-        await self._write(
-            lambda conn: conn.execute(
-                "INSERT INTO rules (name, pattern, target, params, enabled, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
-                " pattern = excluded.pattern, target = excluded.target,"
-                " params = excluded.params, enabled = excluded.enabled",
-                (
-                    rule.name,
-                    json.dumps(rule.pattern),
-                    rule.target,
-                    json.dumps(rule.params),
-                    int(rule.enabled),
-                    _ts(rule.created_at),
-                ),
-            )
-        )
-
-    async def list_rules(self) -> list[Rule]:
-        return await self._read(
-            lambda conn: [
-                Rule(
-                    name=r["name"],
-                    pattern=json.loads(r["pattern"]),
-                    target=r["target"],
-                    params=json.loads(r["params"]),
-                    enabled=bool(r["enabled"]),
-                    created_at=_dt(r["created_at"]),
-                )
-                for r in conn.execute(
-                    "SELECT name, pattern, target, params, enabled, created_at FROM rules"
-                    " ORDER BY name"
-                ).fetchall()
-            ]
-        )
-
     async def delete_rule(self, name: str) -> bool:
         return await self._write(
             lambda conn: conn.execute("DELETE FROM rules WHERE name = ?", (name,)).rowcount == 1
@@ -521,32 +475,14 @@ def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
             [_callback_row(cb) for cb in cp.callbacks],
         )
     for child in cp.children:
-        _insert_run(conn, child)
-        _insert_history(
-            conn,
-            child.run_id,
-            [
-                HistoryEvent(
-                    seq=0,
-                    type=HistoryEventType.EXECUTION_STARTED,
-                    timestamp=cp.now,
-                    details={"parent_run_id": cp.run_id, "parent_op_id": child.parent_op_id},
-                )
-            ],
-        )
+        _insert_run(conn, child.run)
+        _insert_history(conn, child.run.run_id, [child.started])
     if cp.events:
         _insert_events(conn, cp.events, cp.now)
-    if cp.outcome is not None and _parent_open(conn, row["parent_run_id"]):
-        status = (
-            CallbackStatus.SUCCEEDED
-            if cp.outcome.status == RunStatus.SUCCEEDED
-            else CallbackStatus.FAILED
-        )
-        _resolve_callback(
-            conn,
-            CallbackResolution(cp.run_id, status, cp.outcome.result, cp.outcome.error),
-            cp.now,
-        )
+    for wake_up in cp.wake_ups:
+        _apply_wake_up(conn, wake_up, cp.now)
+    for cancellation in cp.cancels:
+        _cancel(conn, cancellation, cp.now)
     return CommitResult(cancel_requested=bool(row["cancel_requested"]))
 
 
@@ -561,7 +497,7 @@ def _update_run(conn: sqlite3.Connection, cp: Checkpoint) -> sqlite3.Row | None:
         # Nothing about the run itself changes (a step's result, say): check the fence with
         # a read and leave the row alone, sparing the commit a page write.
         fenced: sqlite3.Row | None = conn.execute(
-            "SELECT cancel_requested, parent_run_id FROM runs WHERE run_id = :run_id"
+            "SELECT cancel_requested FROM runs WHERE run_id = :run_id"
             " AND lease_owner = :owner AND lease_epoch = :epoch",
             params,
         ).fetchone()
@@ -595,18 +531,10 @@ def _update_run(conn: sqlite3.Connection, cp: Checkpoint) -> sqlite3.Row | None:
     row: sqlite3.Row | None = conn.execute(
         f"UPDATE runs SET {', '.join(sets)} WHERE run_id = :run_id"
         " AND lease_owner = :owner AND lease_epoch = :epoch"
-        " RETURNING cancel_requested, parent_run_id",
+        " RETURNING cancel_requested",
         params,
     ).fetchone()
     return row
-
-
-def _parent_open(conn: sqlite3.Connection, parent_run_id: str | None) -> bool:
-    """Whether a parent still waits for its child (a cancelled parent ends before them)."""
-    if parent_run_id is None:
-        return False
-    parent = conn.execute("SELECT status FROM runs WHERE run_id = ?", (parent_run_id,)).fetchone()
-    return parent is not None and not RunStatus(parent["status"]).terminal
 
 
 def _set_callback(conn: sqlite3.Connection, res: CallbackResolution, now: datetime) -> bool:
@@ -637,6 +565,36 @@ def _resolve_callback(conn: sqlite3.Connection, res: CallbackResolution, now: da
     return True
 
 
+def _apply_wake_up(conn: sqlite3.Connection, wake_up: WakeUp, now: datetime) -> None:
+    """Resolve another run's callback and wake that run, if the run has not ended and the
+    callback still waits; otherwise nothing (see :class:`WakeUp`)."""
+    run = conn.execute("SELECT status FROM runs WHERE run_id = ?", (wake_up.run_id,)).fetchone()
+    if run is None or RunStatus(run["status"]).terminal:
+        return
+    res = wake_up.resolution
+    cur = conn.execute(
+        "UPDATE callbacks SET status = ?, result = ?, error = ?, completed_at = ?"
+        " WHERE callback_id = ? AND run_id = ? AND status = 'PENDING'",
+        (
+            str(res.status),
+            res.result,
+            _error_json(res.error),
+            _ts(now),
+            res.callback_id,
+            wake_up.run_id,
+        ),
+    )
+    if cur.rowcount == 1:
+        _wake(conn, wake_up.run_id, now)
+        return
+    known = conn.execute(
+        "SELECT 1 FROM callbacks WHERE callback_id = ? AND run_id = ?",
+        (res.callback_id, wake_up.run_id),
+    ).fetchone()
+    if known is None:
+        raise CallbackNotFound.to_wake(wake_up.run_id, res.callback_id)
+
+
 def _wake(conn: sqlite3.Connection, run_id: str, now: datetime) -> None:
     conn.execute(
         "UPDATE runs SET wake_requested = 1, updated_at = ?,"
@@ -646,42 +604,29 @@ def _wake(conn: sqlite3.Connection, run_id: str, now: datetime) -> None:
     )
 
 
-def _cancel_tree(conn: sqlite3.Connection, run: RunRecord, now: datetime) -> None:
-    held = run.status == RunStatus.RUNNING and (
-        run.lease_expires_at is not None and run.lease_expires_at > now
+def _cancel(conn: sqlite3.Connection, cancellation: Cancellation, now: datetime) -> None:
+    """Apply one planned cancellation to the run as it is now (see :class:`Cancellation`)."""
+    ts = _ts(now)
+    # A run held under a live lease is only flagged: its worker ends it at its next
+    # checkpoint. The condition is read here, in the write, since claims race the plan.
+    flagged = conn.execute(
+        "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE run_id = ?"
+        " AND status = 'RUNNING' AND lease_expires_at > ?",
+        (ts, cancellation.run_id, ts),
     )
-    if held:
-        # The worker sees the flag at its next checkpoint and stops the run itself.
-        conn.execute(
-            "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE run_id = ?",
-            (_ts(now), run.run_id),
-        )
-    else:
-        error = ErrorInfo(type="RunCancelled", message=f"run {run.run_id} was cancelled")
-        conn.execute(
-            "UPDATE runs SET status = 'CANCELLED', cancel_requested = 1, error = ?,"
-            " lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL, updated_at = ?"
-            " WHERE run_id = ?",
-            (_error_json(error), _ts(now), run.run_id),
-        )
-        _insert_history(
-            conn,
-            run.run_id,
-            [HistoryEvent(seq=0, type=HistoryEventType.EXECUTION_CANCELLED, timestamp=now)],
-        )
-        if run.parent_run_id is not None:
-            parent = conn.execute(
-                "SELECT status FROM runs WHERE run_id = ?", (run.parent_run_id,)
-            ).fetchone()
-            if parent is not None and not RunStatus(parent["status"]).terminal:
-                res = CallbackResolution(run.run_id, CallbackStatus.FAILED, error=error)
-                _resolve_callback(conn, res, now)
-    for row in conn.execute(
-        f"SELECT {_RUN_COLUMNS} FROM runs WHERE parent_run_id = ?"
-        " AND status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')",
-        (run.run_id,),
-    ).fetchall():
-        _cancel_tree(conn, _run_from_row(row), now)
+    if flagged.rowcount == 1:
+        return
+    ended = conn.execute(
+        "UPDATE runs SET status = 'CANCELLED', cancel_requested = 1, error = ?,"
+        " lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL, updated_at = ?"
+        " WHERE run_id = ? AND status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')",
+        (_error_json(cancellation.error), ts, cancellation.run_id),
+    )
+    if ended.rowcount != 1:
+        return  # it ended meanwhile
+    _insert_history(conn, cancellation.run_id, [cancellation.event])
+    if cancellation.wake_up is not None:
+        _apply_wake_up(conn, cancellation.wake_up, now)
 
 
 def _redrive(conn: sqlite3.Connection, rd: Redrive, now: datetime) -> RunRecord:
@@ -730,7 +675,7 @@ def _redrive(conn: sqlite3.Connection, rd: Redrive, now: datetime) -> RunRecord:
 def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
     conn.execute(
         f"INSERT INTO runs ({_RUN_COLUMNS}, wake_requested) VALUES"
-        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
         (
             run.run_id,
             run.workflow,
@@ -755,6 +700,7 @@ def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
             _ts(run.created_at),
             _ts(run.updated_at),
             json.dumps(run.origin.to_dict()) if run.origin is not None else None,
+            run.tenant,
         ),
     )
 

@@ -217,7 +217,14 @@ def translate(exc: BaseException, path: Path) -> BaseException:
             " there; workers resume by themselves once there is room"
         )
     elif isinstance(exc, sqlite3.IntegrityError):
-        error = StoreError(f"SQLite refused the write: {brief}", retryable=False)
+        taken = _taken(exc)
+        if taken is not None:
+            error = StoreError(
+                f"the {taken} is taken ({brief}); nothing of this write was stored",
+                retryable=False,
+            )
+        else:
+            error = StoreError(f"SQLite refused the write: {brief}", retryable=False)
     elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         error = StoreError(
             f"the SQLite store {path} is locked by another process ({brief}); try again",
@@ -247,6 +254,30 @@ def translate(exc: BaseException, path: Path) -> BaseException:
         error = StoreError(f"SQLite error: {brief}")
     error.__cause__ = exc
     return error
+
+
+# Unique keys a write can collide with, by the column SQLite names in its message.
+_KEYS = {
+    "runs.run_id": "run id",
+    "runs.idempotency_key": "idempotency key",
+    "callbacks.callback_id": "callback id",
+}
+
+
+def run_id_taken(exc: sqlite3.IntegrityError) -> bool:
+    """Whether the insert of a run failed because its id is taken (its primary key)."""
+    extended = getattr(exc, "sqlite_errorcode", None)
+    primary_key = extended == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+    return primary_key and "runs.run_id" in str(exc)
+
+
+def _taken(exc: sqlite3.IntegrityError) -> str | None:
+    """What key a unique-constraint violation collided with, if it is one cadenza keeps."""
+    extended = getattr(exc, "sqlite_errorcode", None)
+    if extended not in (sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE):
+        return None
+    text = str(exc)
+    return next((what for column, what in _KEYS.items() if column in text), None)
 
 
 def _code(exc: sqlite3.Error) -> int | None:
