@@ -193,10 +193,6 @@ class Worker:
         self._prune_at = now + every
         try:
             report = await self.engine.prune(limit=self.prune_batch, batch=self.prune_batch)
-        except NotImplementedError as exc:
-            log.warning("retention is off: %s", exc)
-            self.prune_every = None
-            return
         except StoreError as exc:  # pruning failing must not stop the runs executed here
             log.warning("ended runs not pruned (trying again in %s): %s", every, exc)
             return

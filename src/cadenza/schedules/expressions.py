@@ -21,6 +21,7 @@ cron library would leave to its caller.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -58,15 +59,15 @@ def _utc(local: datetime, tz: ZoneInfo) -> datetime:
     return local.replace(tzinfo=tz, fold=0).astimezone(UTC)
 
 
-class Expression:
+class Expression(ABC):
     """When a schedule's ticks fall."""
 
     text: str
 
+    @abstractmethod
     def next_after(self, after: datetime, *, tz: ZoneInfo, anchor: datetime) -> datetime | None:
         """The first tick strictly after ``after`` (UTC), or None when there is no more.
         ``anchor`` is where a rate counts from."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cadenza.errors import ScheduleNotFound
 from cadenza.history import HistoryEvent
@@ -21,11 +22,11 @@ class MemorySchedules:
     _runs: dict[str, RunRecord]
     _schedules: dict[str, Schedule]
 
-    def _insert_run(self, run: RunRecord) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the store this is mixed into
 
-    def _append(self, run_id: str, events: Sequence[HistoryEvent]) -> None:
-        raise NotImplementedError
+        def _insert_run(self, run: RunRecord) -> None: ...
+
+        def _append(self, run_id: str, events: Sequence[HistoryEvent]) -> None: ...
 
     async def put_schedule(self, schedule: Schedule) -> Schedule:
         with self._lock:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg.types.json import Jsonb
 
@@ -26,11 +26,13 @@ class PostgresRetention:
 
     schema: str
 
-    async def _all(self, query: str, params: Any = None) -> list[dict[str, Any]]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the store this is mixed into
 
-    async def _transaction(self, fn: Callable[[Conn], Awaitable[T]], *, atomic: bool = True) -> T:
-        raise NotImplementedError
+        async def _all(self, query: str, params: Any = None) -> list[dict[str, Any]]: ...
+
+        async def _transaction(
+            self, fn: Callable[[Conn], Awaitable[T]], *, atomic: bool = True
+        ) -> T: ...
 
     async def ended_runs(
         self,

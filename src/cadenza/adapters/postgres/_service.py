@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
@@ -30,14 +30,13 @@ class PostgresServiceTables:
 
     schema: str
 
-    async def _all(self, query: str, params: Any = None) -> list[dict[str, Any]]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the store this is mixed into
 
-    async def _one(self, query: str, params: Any = None) -> dict[str, Any] | None:
-        raise NotImplementedError
+        async def _all(self, query: str, params: Any = None) -> list[dict[str, Any]]: ...
 
-    async def _execute(self, query: str, params: Any = None) -> None:
-        raise NotImplementedError
+        async def _one(self, query: str, params: Any = None) -> dict[str, Any] | None: ...
+
+        async def _execute(self, query: str, params: Any = None) -> None: ...
 
     async def list_runs(
         self,
