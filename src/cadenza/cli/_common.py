@@ -221,6 +221,12 @@ def report_deleted(
     return 0 if deleted else EXIT_NOT_FOUND
 
 
+def money(usd: float) -> str:
+    """USD for people: cents from a dollar up; below, the digits that say how much (model
+    calls cost fractions of a cent)."""
+    return f"${usd:,.2f}" if usd >= 1 else f"${usd:.6f}".rstrip("0").rstrip(".")
+
+
 def ago(value: datetime | None, now: datetime) -> str:
     if value is None:
         return "-"

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from cadenza.cli._common import console, emit_json, fail, json_option, literal, run_async
+from cadenza.cli._common import console, emit_json, fail, json_option, literal, money, run_async
 from cadenza.config import resolve_home
 from cadenza.engine.engine import Engine
 from cadenza.errors import CadenzaError, InvalidInput
@@ -44,10 +44,6 @@ def _config() -> CostConfig:
         return load_costs(resolve_home(None))
     except CadenzaError as exc:
         fail(exc)
-
-
-def _money(usd: float) -> str:
-    return f"${usd:,.2f}" if usd >= 1 else f"${usd:.6f}".rstrip("0").rstrip(".")
 
 
 @click.group("costs", invoke_without_command=True)
@@ -96,7 +92,7 @@ def costs_group(
     console.print(
         f"{int(total['runs'])} of {report.runs} runs used models since {since}:"
         f" {int(total['requests'])} calls, {int(total['input_tokens']):,} tokens in,"
-        f" {int(total['output_tokens']):,} out, {_money(total['cost_usd'])}"
+        f" {int(total['output_tokens']):,} out, {money(total['cost_usd'])}"
         + (" (cut at 100,000 runs)" if report.truncated else ""),
         highlight=False,
     )
@@ -114,7 +110,7 @@ def costs_group(
                 f"{int(row['requests']):,}",
                 f"{int(row['input_tokens']):,}",
                 f"{int(row['output_tokens']):,}",
-                _money(row["cost_usd"]),
+                money(row["cost_usd"]),
             )
         console.print(table)
 
@@ -193,7 +189,7 @@ def costs_budgets(as_json: bool) -> None:
         table.add_row(
             literal(row["scope"]),
             row["limit"],
-            _money(row["spent_usd"]),
+            money(row["spent_usd"]),
             row["window_end"][:16].replace("T", " "),
             "[red]exceeded[/red]" if row["exceeded"] else "",
         )

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from rich.text import Text
 
-from cadenza.cli._common import console, emit_json, json_option, run_async
+from cadenza.cli._common import console, emit_json, json_option, money, run_async
 from cadenza.engine.engine import Engine
 from cadenza.telemetry._spans import OpSpan
 from cadenza.telemetry._trace import TraceNode, TraceTree, load_trace
@@ -55,7 +55,7 @@ def trace_command(run_id: str, as_json: bool) -> None:
     retries = sum(op.retries for op in ops)
     summary = (
         f"trace {tree.trace_id}: {runs} run(s), {len(ops)} operation(s), {retries} retries,"
-        f" {_span(tree.end(now) - tree.start)}, {_money(tree.cost_usd)}"
+        f" {_span(tree.end(now) - tree.start)}, {money(tree.cost_usd)}"
     )
     if tree.truncated:
         summary += " (cut at the first 500 runs)"
@@ -98,7 +98,7 @@ def _waterfall(tree: TraceTree, now: datetime) -> Text:
                 bar(span.start, span.end, _STATUS_STYLE.get(status, "white")),
                 _span(span.duration(now)),
                 Text(status.lower() + extra, style=_STATUS_STYLE.get(status, "")),
-                _money(span.cost_usd) if span.cost_usd else "",
+                money(span.cost_usd) if span.cost_usd else "",
             )
         )
         by_parent: dict[str | None, list[OpSpan]] = defaultdict(list)
@@ -137,7 +137,7 @@ def _waterfall(tree: TraceTree, now: datetime) -> Text:
                 bar(op.start, op.end, style),
                 _span(op.duration(now)),
                 Text(" ".join(notes), style=style),
-                _money(cost) if cost else "",
+                money(cost) if cost else "",
             )
         )
 
@@ -168,11 +168,6 @@ def _aligned(rows: list[_Row]) -> Text:
         out.append("\n")
     out.rstrip()
     return out
-
-
-def _money(usd: float) -> str:
-    # Model calls cost fractions of a cent: keep the digits that say how many.
-    return f"${usd:.2f}" if usd >= 1 else f"${usd:.6f}".rstrip("0").rstrip(".")
 
 
 def _span(delta: timedelta) -> str:

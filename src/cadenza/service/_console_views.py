@@ -9,7 +9,6 @@ previews; a long one is cut, not loaded into the page whole.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from cadenza.ports.run_store import (
     RunStatus,
 )
 from cadenza.telemetry import ModelCall, model_call
+from cadenza.telemetry._costs import CostReport, cost_report, usage_of
 
 if TYPE_CHECKING:
     from cadenza.engine.engine import Engine, PendingCallback
@@ -45,12 +45,6 @@ __all__ = [
 
 #: Characters of a payload a page shows before cutting it.
 PREVIEW = 4_000
-
-
-def _usage(run: RunRecord) -> dict[str, Any]:
-    metadata = run.state.get("metadata") if isinstance(run.state, dict) else None
-    usage = metadata.get("usage") if isinstance(metadata, dict) else None
-    return usage if isinstance(usage, dict) else {}
 
 
 def _ran_for(run: RunRecord, now: datetime) -> timedelta:
@@ -85,7 +79,7 @@ async def run_rows(
         if run.status == RunStatus.SUSPENDED:
             waiting = await _waiting_for(engine, run, now)
         rows.append(
-            RunRow(run, _ran_for(run, now), float(_usage(run).get("cost_usd") or 0), waiting)
+            RunRow(run, _ran_for(run, now), float(usage_of(run).get("cost_usd") or 0), waiting)
         )
     return rows
 
@@ -200,7 +194,7 @@ async def run_page(engine: Engine, run: RunRecord, *, tenant: str) -> RunPage:
         pending=pending,
         input_preview=preview(run.input) or "",
         result_preview=preview(run.result),
-        usage=_usage(run),
+        usage=usage_of(run),
         fork_points=fork_points,
     )
 
@@ -352,49 +346,6 @@ async def events(
     return rows, rules
 
 
-@dataclass
-class CostTable:
-    by_workflow: list[tuple[str, dict[str, float]]]
-    by_model: list[tuple[str, dict[str, float]]]
-    by_day: list[tuple[str, dict[str, float]]]
-    total: float
-    runs: int
-
-
-async def costs(engine: Engine, *, tenant: str, limit: int = 2000) -> CostTable:
-    """Model spend summed from the runs' state documents (``metadata.usage``)."""
-    runs = await engine.store.list_runs(tenant=tenant, limit=limit)
-
-    def bucket() -> dict[str, float]:
-        return {"runs": 0, "requests": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
-
-    workflows: dict[str, dict[str, float]] = defaultdict(bucket)
-    models: dict[str, dict[str, float]] = defaultdict(bucket)
-    days: dict[str, dict[str, float]] = defaultdict(bucket)
-    total = 0.0
-    for run in runs:
-        usage = _usage(run)
-        if not usage:
-            continue
-        day = run.created_at.strftime("%Y-%m-%d")
-        for target in (workflows[run.workflow], days[day]):
-            target["runs"] += 1
-            for key in ("requests", "input_tokens", "output_tokens", "cost_usd"):
-                target[key] += float(usage.get(key) or 0)
-        total += float(usage.get("cost_usd") or 0)
-        for model, spent in (usage.get("by_model") or {}).items():
-            target = models[model]
-            target["runs"] += 1
-            for key in ("requests", "input_tokens", "output_tokens", "cost_usd"):
-                target[key] += float(spent.get(key) or 0)
-
-    def ranked(table: dict[str, dict[str, float]]) -> list[tuple[str, dict[str, float]]]:
-        return sorted(table.items(), key=lambda item: (-item[1]["cost_usd"], item[0]))
-
-    return CostTable(
-        by_workflow=ranked(workflows),
-        by_model=ranked(models),
-        by_day=sorted(days.items(), reverse=True),
-        total=total,
-        runs=len(runs),
-    )
+async def costs(engine: Engine, *, tenant: str, limit: int = 2000) -> CostReport:
+    """Model spend of the tenant's latest ``limit`` runs, as ``cadenza costs`` rolls it up."""
+    return await cost_report(engine.store, tenant=tenant, limit=limit)
