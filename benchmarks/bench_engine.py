@@ -4,8 +4,17 @@
     python benchmarks/bench_engine.py --quick    # smaller, for a smoke check
     python benchmarks/bench_engine.py --json out.json
 
-Every figure is compared with a floor measured in the same run on the same disk: one
-SQLite commit (WAL, synchronous=FULL) of a row the size of a step's checkpoint. Medians of
+Every figure is printed next to a floor measured in the same run on the same disk, the
+ratio between the two, and its target:
+
+- raw commit: one SQLite commit (WAL, synchronous=FULL) of one row the size of a step's
+  checkpoint, in a fresh file: what a durable step cannot go below;
+- raw batch commit: the same rows inserted by one connection, as many per commit as the
+  engine can group (a map's concurrency, all the runs parked or resumed at once): what a
+  figure whose commits are shared cannot go below.
+
+Parking starts its runs together (as many clients at once would) and resuming completes
+their callbacks together, so both measure what the store shares between runs. Medians of
 several repetitions; these machines are shared and noisy.
 """
 
@@ -27,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cadenza import Context, drive, workflow
+from cadenza.clock import parse_iso
 from cadenza.config import open_engine
 from cadenza.engine.worker import Worker
 from cadenza.ports.run_store import RunStatus
@@ -78,6 +88,28 @@ def raw_commit_floor(directory: Path, n: int) -> float:
     return statistics.median(samples)
 
 
+def raw_batch_floor(directory: Path, rows: int, per_commit: int, repeats: int) -> float:
+    """Median seconds to commit ``rows`` checkpoint-sized rows, ``per_commit`` at a time."""
+    conn = sqlite3.connect(directory / f"raw-{rows}-{per_commit}.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, run TEXT, op TEXT, body TEXT)")
+    body = json.dumps(PAYLOAD)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for first in range(0, rows, per_commit):
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT INTO t (run, op, body) VALUES (?, ?, ?)",
+                [("r-1", str(i), body) for i in range(first, min(first + per_commit, rows))],
+            )
+            conn.execute("COMMIT")
+        samples.append(time.perf_counter() - start)
+    conn.close()
+    return statistics.median(samples)
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -124,10 +156,8 @@ async def bench_concurrent(engine, runs: int, steps: int) -> float:
 
 
 async def bench_parking(engine, count: int) -> dict[str, float]:
-    runs = []
     start = time.perf_counter()
-    for _ in range(count):
-        runs.append(await engine.start(parked))
+    runs = await asyncio.gather(*(engine.start(parked) for _ in range(count)))
     worker = Worker(engine, concurrency=500, poll_interval=0.05)
 
     async def none_runnable() -> bool:
@@ -138,21 +168,14 @@ async def bench_parking(engine, count: int) -> dict[str, float]:
 
     await worker.run(until=none_runnable)
     park = time.perf_counter() - start
-    callbacks = []
+    tokens = []
     for run in runs:
-        callbacks.extend(await engine.store.load_callbacks(run.run_id))
+        journal = {op.op_id: op for op in await engine.store.load_journal(run.run_id)}
+        for cb in await engine.store.load_callbacks(run.run_id):
+            expires = parse_iso(journal[cb.op_id].data["token_expires_at"])
+            tokens.append(engine.tokens.issue(cb.callback_id, cb.run_id, cb.op_id, expires))
     start = time.perf_counter()
-    for cb in callbacks:
-        journal = {op.op_id: op for op in await engine.store.load_journal(cb.run_id)}
-        from cadenza.clock import parse_iso
-
-        token = engine.tokens.issue(
-            cb.callback_id,
-            cb.run_id,
-            cb.op_id,
-            parse_iso(journal[cb.op_id].data["token_expires_at"]),
-        )
-        await engine.succeed_callback(token, {"approved": True})
+    await asyncio.gather(*(engine.succeed_callback(t, {"approved": True}) for t in tokens))
 
     async def all_done() -> bool:
         return not await engine.store.list_runs(
@@ -190,6 +213,12 @@ asyncio.run(main())
     return float(out.stdout.strip().splitlines()[-1])
 
 
+# figure -> (floor it is compared with, how the ratio reads, target, target kind)
+#   kind "ratio<=": the ratio figure / floor must not exceed the target
+#   kind "<=" / ">=": the figure itself against the target
+Row = tuple[str, float, str, float | None, str, float | None, str]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -197,10 +226,21 @@ async def main() -> None:
     args = parser.parse_args()
     quick = args.quick
     figures: dict[str, float] = {}
+    rows: list[Row] = []
+    parked_count = 300 if quick else 2000
+    concurrent_runs = 100 if quick else 500
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         floor = raw_commit_floor(directory, 300 if quick else 2000)
+        repeats = 3 if quick else 7
+        map_floor = raw_batch_floor(directory, 200, 20, repeats)
+        map_serial_floor = raw_batch_floor(directory, 200, 1, repeats)
+        park_floor = raw_batch_floor(directory, parked_count, 500, repeats)
+        steps_floor = raw_batch_floor(directory, concurrent_runs * 5, concurrent_runs, repeats)
         figures["raw_commit_us"] = floor * 1e6
+        figures["raw_batch_map200_ms"] = map_floor * 1000
+        figures["raw_serial_map200_ms"] = map_serial_floor * 1000
+        figures[f"raw_batch_{parked_count}_s"] = park_floor
         engine = await open_engine(
             store=f"sqlite:///{directory}/cadenza.db",
             artifacts=f"file://{directory}/artifacts",
@@ -211,29 +251,74 @@ async def main() -> None:
             step = await bench_chain(engine, 10, repeats)
             figures["chain10_step_us"] = step * 1e6  # whole run (start, claim, end) / 10
             figures["chain10_step_vs_commit"] = step / floor
+            rows.append(
+                ("chain10_step_us", step * 1e6, "raw commit", floor * 1e6, "ratio<=", 1.5, "µs")
+            )
             # The cost of one more durable step, without the run's fixed costs.
             long = await bench_chain(engine, 50, repeats)
             marginal = (long * 50 - step * 10) / 40
             figures["marginal_step_us"] = marginal * 1e6
             figures["marginal_step_vs_commit"] = marginal / floor
-            figures["map200_ms"] = await bench_map(engine, 200, 3 if quick else 7) * 1000
-            runs = 100 if quick else 500
-            figures["concurrent_steps_per_s"] = await bench_concurrent(engine, runs, 5)
-            parking = await bench_parking(engine, 300 if quick else 2000)
-            figures["park_2000_s" if not quick else "park_300_s"] = parking["park_s"]
-            figures["resume_2000_s" if not quick else "resume_300_s"] = parking["resume_s"]
+            rows.append(
+                ("marginal_step_us", marginal * 1e6, "raw commit", floor * 1e6, "", None, "µs")
+            )
+            map_s = await bench_map(engine, 200, 3 if quick else 7)
+            figures["map200_ms"] = map_s * 1000
+            rows.append(("map200_ms", map_s * 1000, "raw batch", map_floor * 1000, "<=", 30, "ms"))
+            rate = await bench_concurrent(engine, concurrent_runs, 5)
+            figures["concurrent_steps_per_s"] = rate
+            # As a rate the floor is the rows per second the raw batches commit.
+            rows.append(
+                (
+                    "concurrent_steps_per_s",
+                    rate,
+                    "raw batch",
+                    concurrent_runs * 5 / steps_floor,
+                    ">=",
+                    20_000,
+                    "/s",
+                )
+            )
+            parking = await bench_parking(engine, parked_count)
+            # The target is for 2,000 runs; --quick parks fewer and scales it.
+            scale = parked_count / 2000
+            for phase in ("park", "resume"):
+                key = f"{phase}_{parked_count}_s"
+                figures[key] = parking[f"{phase}_s"]
+                rows.append(
+                    (key, parking[f"{phase}_s"], "raw batch", park_floor, "<=", 0.3 * scale, "s")
+                )
         finally:
             await engine.close()
     small, large = parked_rss(10), parked_rss(1000 if quick else 10_000)
     figures["rss_10_parked_mb"] = small
     figures[f"rss_{1000 if quick else 10_000}_parked_mb"] = large
-    width = max(len(k) for k in figures)
     print(
         f"cadenza embedded engine benchmark ({'quick' if quick else 'full'}),"
-        f" python {sys.version.split()[0]}, {os.cpu_count()} cores"
+        f" python {sys.version.split()[0]}, {os.cpu_count()} cores,"
+        f" load average {os.getloadavg()[0]:.2f}"
     )
-    for key, value in figures.items():
-        print(f"  {key:<{width}}  {value:>12.2f}")
+    print(f"  {'figure':<24} {'value':>10}  {'floor':>22} {'ratio':>7}  {'target':>12}  met")
+    for key, value, floor_name, floor_value, kind, target, unit in rows:
+        ratio = value / floor_value if floor_value else float("nan")
+        if unit == "/s":
+            ratio = floor_value / value if value else float("nan")  # time per step vs floor
+        floor_text = f"{floor_name} {floor_value:,.4g}" if floor_value is not None else ""
+        if kind == "ratio<=":
+            target_text, met = f"ratio <= {target}", ratio <= (target or 0)
+        elif kind == "<=":
+            target_text, met = f"<= {target:,.4g}", value <= (target or 0)
+        elif kind == ">=":
+            target_text, met = f">= {target:,.4g}", value >= (target or 0)
+        else:
+            target_text, met = "", None
+        verdict = "" if met is None else ("yes" if met else "NO")
+        print(
+            f"  {key:<24} {value:>10,.2f}  {floor_text:>22} {ratio:>6.2f}x  {target_text:>12}"
+            f"  {verdict}"
+        )
+    print(f"  {'rss_10_parked_mb':<24} {small:>10,.2f}")
+    print(f"  {f'rss_{1000 if quick else 10_000}_parked_mb':<24} {large:>10,.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))  # noqa: ASYNC240 - at exit
 

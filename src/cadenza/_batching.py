@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cadenza._signals import Abort, Fatal, Suspend
-from cadenza._state_changes import snapshot
 from cadenza.batch import BatchItem, BatchResult, CompletionConfig, CompletionReason, ItemStatus
 from cadenza.errors import RunCancelled, WorkflowDefinitionError
 from cadenza.history import HistoryEventType as H
@@ -28,6 +27,11 @@ from cadenza.serde import SerDes, convert
 if TYPE_CHECKING:
     from cadenza.context import Context
 
+
+# The state document as JSON text, as ``_state_changes.snapshot`` sees it (non-JSON values
+# as str): a child context or batch compares the texts before and after it ran, and diffs
+# the snapshots only when they differ.
+state_text = json.JSONEncoder(default=str).encode
 
 MAP_SHAPES = ("fn(ctx, item)", "fn(ctx, item, index)", "fn(ctx, item, index, items)")
 
@@ -186,7 +190,7 @@ async def run_batch(
         return typed_batch(
             recorded, types, names, convert_items=item_serdes is None and serdes is None
         )
-    before = snapshot(act.state.to_dict())
+    before = state_text(act.state.to_dict())
     if rec is None:
         rec = OpRecord(
             op_id,
@@ -225,15 +229,16 @@ async def run_batch(
         await ctx._restore_child(child, _nothing, ())
         ok = child.status == OpStatus.SUCCEEDED
         outcomes[index] = (True, child.result) if ok else (False, child.error)
+    # Counted as outcomes arrive: recounting them after every item is quadratic in a map.
+    succeeded = sum(1 for ok, _ in outcomes.values() if ok)
     if earlier:
-        succeeded = sum(1 for ok, _ in outcomes.values() if ok)
         verdict = completion.verdict(succeeded, len(outcomes) - succeeded, total)
         if verdict is not None:
             reason.append(verdict)
             decided.set()
 
     async def run_item(index: int) -> None:
-        nonlocal suspended, escape
+        nonlocal suspended, escape, succeeded
         async with gate:
             if decided.is_set():
                 return
@@ -241,7 +246,7 @@ async def run_batch(
             child_rec = act.journal.get(child_id)
             started.add(index)
             try:
-                outcomes[index] = await ctx._run_child(
+                outcome = await ctx._run_child(
                     child_id, names[index], branches[index], (), child_rec, item_serdes
                 )
             except Suspend:
@@ -249,23 +254,39 @@ async def run_batch(
                 return
             except (Abort, Fatal, RunCancelled) as exc:
                 escape = escape or exc
-                decided.set()
+                decide()
                 return
-        succeeded = sum(1 for ok, _ in outcomes.values() if ok)
+            outcomes[index] = outcome
+            succeeded += outcome[0]
         verdict = completion.verdict(succeeded, len(outcomes) - succeeded, total)
         if verdict is not None and not decided.is_set():
             reason.append(verdict)
-            decided.set()
+            decide()
+
+    # The batch waits until it is decided or every item's task has ended. One event and
+    # a count of the tasks still running: asyncio.wait over the pending tasks after each
+    # item would cost time in proportion to the batch size, per item.
+    over = asyncio.Event()
+    running = 0
+
+    def decide() -> None:
+        decided.set()
+        over.set()
+
+    def task_ended(_: asyncio.Task[None]) -> None:
+        nonlocal running
+        running -= 1
+        if running == 0:
+            over.set()
 
     tasks = [asyncio.create_task(run_item(i)) for i in range(total) if i not in earlier]
-    waiter = asyncio.create_task(decided.wait())
+    running = len(tasks)
+    for task in tasks:
+        task.add_done_callback(task_ended)
     try:
-        pending: set[asyncio.Task[Any]] = set(tasks)
-        while pending and not decided.is_set():
-            _, pending = await asyncio.wait(pending | {waiter}, return_when=asyncio.FIRST_COMPLETED)
-            pending.discard(waiter)
+        if tasks and not decided.is_set():
+            await over.wait()
     finally:
-        waiter.cancel()
         for task in tasks:
             if not task.done():
                 task.cancel()

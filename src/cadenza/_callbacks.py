@@ -127,10 +127,12 @@ async def await_callback(
             act.note(names[1], failed, error=brief(error))
             await act.flush()
             raise error.to_exception(failure, op_id=op_id, name=rec.name) from None
+        # The outcome is durable already (the callback holds it, and a replay reads it from
+        # there), so its record goes out with the run's next checkpoint, as a finished wait's
+        # does, rather than costing a commit of its own.
         done = rec.evolve(status=OpStatus.SUCCEEDED, result=callback.result, ended_at=now)
         act.record(done)
         act.note(names[0], done)
-        await act.flush()
         return value
     deadline = callback.deadline()
     timed_out = callback.status == CallbackStatus.TIMED_OUT or (

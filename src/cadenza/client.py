@@ -45,6 +45,7 @@ from cadenza.ports.run_store import (
     RunStore,
     Schedule,
 )
+from cadenza.telemetry._costs import CostReport, cost_report
 from cadenza.workflow import WorkflowDefinition
 
 __all__ = ["Client", "RunHandle", "SyncClient", "SyncRunHandle"]
@@ -200,6 +201,25 @@ class Client:
         """Runs in the store, newest first, optionally of one status or workflow."""
         name = workflow.name if isinstance(workflow, WorkflowDefinition) else workflow
         return await self.engine.store.list_runs(status=status, workflow=name, limit=limit)
+
+    async def costs(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        workflow: WorkflowDefinition | str | None = None,
+        tenant: str | None = None,
+    ) -> CostReport:
+        """Model spend of the runs created in [since, until), rolled up by workflow, model,
+        tenant and UTC day, as ``cadenza costs`` prints it.
+
+        >>> report = await client.costs(since=datetime(2026, 11, 1, tzinfo=UTC))
+        >>> report.rows("model")  # [("openai:gpt-4o", {"cost_usd": 1.93, ...}), ...]
+        """
+        name = workflow.name if isinstance(workflow, WorkflowDefinition) else workflow
+        return await cost_report(
+            self.engine.store, since=since, until=until, workflow=name, tenant=tenant
+        )
 
     async def succeed_callback(self, token: str, payload: Any = None) -> None:
         """Complete the callback ``token`` names, whichever run it belongs to."""
@@ -571,6 +591,9 @@ class SyncClient:
         limit: int = 50,
     ) -> list[RunRecord]:
         return self._loop.call(self.client.list_runs(status=status, workflow=workflow, limit=limit))
+
+    def costs(self, **options: Any) -> CostReport:
+        return self._loop.call(self.client.costs(**options))
 
     def succeed_callback(self, token: str, payload: Any = None) -> None:
         self._loop.call(self.client.succeed_callback(token, payload))

@@ -21,13 +21,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar, TypeVarTuple, overload
 
-from cadenza._batching import map_branches, parallel_branches, run_batch
+from cadenza._batching import map_branches, parallel_branches, run_batch, state_text
 from cadenza._callbacks import await_callback, open_callback, payload_schema_of
 from cadenza._conditions import run_condition
 from cadenza._patches import patched as _patched
 from cadenza._runtime import Runtime
 from cadenza._signals import Abort, ContinueAsNew, Fatal, Suspend
-from cadenza._state_changes import apply_changes, changes_between, snapshot
+from cadenza._state_changes import apply_changes, changes_between
 from cadenza._steps import run_step
 from cadenza.batch import BatchResult, CompletionConfig
 from cadenza.clock import iso, parse_iso
@@ -75,7 +75,7 @@ class Callback:
         op_id: str,
         name: str,
         callback_id: str,
-        token: str,
+        expires_at: datetime,
         payload_type: Any = None,
         serdes: SerDes[Any] | None = None,
     ):
@@ -84,8 +84,19 @@ class Callback:
         self.op_id = op_id
         self.name = name
         self.id = callback_id
-        self.token = token
         self.payload_type = payload_type
+        self._expires_at = expires_at
+        self._token: str | None = None
+
+    @property
+    def token(self) -> str:
+        """The token that completes this callback. Signed when first asked for: a replay
+        that only awaits the callback never needs it."""
+        if self._token is None:
+            self._token = self._ctx._runtime.tokens.issue(
+                self.id, self._ctx.run_id, self.op_id, self._expires_at
+            )
+        return self._token
 
     async def result(self) -> Any:
         """The payload it was succeeded with (a ``payload_type`` instance, when declared;
@@ -323,11 +334,10 @@ class Context:
             # With a SerDes the payload is its text: a payload_type does not describe it.
             payload_schema=payload_schema_of(payload_type, name) if serdes is None else None,
         )
-        callback_id = rec.data["callback_id"]
-        token = self._runtime.tokens.issue(
-            callback_id, self.run_id, op_id, parse_iso(rec.data["token_expires_at"])
+        expires_at = parse_iso(rec.data["token_expires_at"])
+        return Callback(
+            self, op_id, name, rec.data["callback_id"], expires_at, payload_type, serdes
         )
-        return Callback(self, op_id, name, callback_id, token, payload_type, serdes)
 
     async def wait_for_callback(
         self,
@@ -482,7 +492,7 @@ class Context:
             act.record(rec)
             act.note(H.CONTEXT_STARTED, rec)
         child = Context(act, op_id)
-        before = snapshot(act.state.to_dict())
+        before = state_text(act.state.to_dict())
         try:
             value = await fn(child, *args)
             text = await act.codec.encode_with(value, serdes, op_id, what=f"the result of '{name}'")
@@ -509,12 +519,15 @@ class Context:
         act.note(H.CONTEXT_SUCCEEDED, done)
         return True, text
 
-    async def _state_changes(self, before: dict[str, Any], name: str) -> dict[str, Any]:
+    async def _state_changes(self, before: str, name: str) -> dict[str, Any]:
         """What a finished child context (or batch) keeps on its record for replay: the
-        stored text of its changes to the state, and when it finished among the others
-        (a batch gives back its finished items' changes in that order)."""
+        stored text of its changes to the state since ``before`` (``state_text`` of the
+        document when it started), and when it finished among the others (a batch gives
+        back its finished items' changes in that order)."""
         act = self._runtime
-        changes = changes_between(before, snapshot(act.state.to_dict()))
+        after = state_text(act.state.to_dict())
+        # Most children leave the document alone: equal texts need no snapshots to diff.
+        changes = [] if after == before else changes_between(json.loads(before), json.loads(after))
         act.children_finished += 1
         return {
             "state_changes": await act.codec.encode(changes, what=f"the state changes of '{name}'"),

@@ -8,7 +8,7 @@ the operation again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -64,7 +64,14 @@ class OpRecord:
     data: dict[str, Any] = field(default_factory=dict)
 
     def evolve(self, **changes: Any) -> OpRecord:
-        return replace(self, **changes)
+        # dataclasses.replace inspects the fields on every call; a step evolves its record
+        # twice, so spell the copy out.
+        values = {name: getattr(self, name) for name in _FIELDS}
+        values.update(changes)
+        return OpRecord(**values)
+
+
+_FIELDS = tuple(OpRecord.__slots__)
 
 
 def parent_of(op_id: str) -> str | None:

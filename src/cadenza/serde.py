@@ -47,17 +47,19 @@ _STORED_DATA = ("state", "state_changes")
 _REFERENCE = "@artifact "
 
 
+# One encoder for every value: json.dumps builds a new one per call when given options.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def dumps(value: Any, *, what: str = "value") -> str:
     """JSON text of ``value``; SerializationError saying what to return instead."""
     try:
         if type(value) in _PLAIN:
             try:
-                return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+                return _encode(value)
             except (TypeError, ValueError):
                 pass  # a nested value needs pydantic's help, or is not JSON at all
-        return json.dumps(
-            to_jsonable_python(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        return _encode(to_jsonable_python(value))
     except (PydanticSerializationError, TypeError, ValueError) as exc:
         raise SerializationError(
             f"{what} of type {type(value).__name__} cannot be stored as JSON ({exc}); return"

@@ -58,8 +58,10 @@ def test_queue_limits_are_set_listed_and_lifted(cli: click.Group, url: str) -> N
     assert result.exit_code == 0, result.output
     assert "at most 4 at once, 30 starts per 60s" in result.output
     listed = runner.invoke(cli, ["queues", "list", "--json", "--store", url])
+    idle = {"runnable": 0, "running": 0, "waiting": 0, "oldest_due_at": None, "oldest_age_s": 0.0}
     assert json.loads(listed.output) == [
-        {"name": "llm", "concurrency": 4, "rate_limit": 30, "rate_period_s": 60.0}
+        {"name": "default", "concurrency": None, "rate_limit": None, "rate_period_s": 1.0} | idle,
+        {"name": "llm", "concurrency": 4, "rate_limit": 30, "rate_period_s": 60.0} | idle,
     ]
     assert (
         "paused"

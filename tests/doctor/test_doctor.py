@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cadenza.cli import doctor
+from cadenza.cli.doctor import EXTRAS
 
 CADENZA = str(Path(sys.executable).with_name("cadenza"))
 REPO = Path(__file__).resolve().parents[2]
@@ -226,3 +228,18 @@ def test_with_other_threads_running_a_native_test_runs_in_a_fresh_interpreter(
     result.assert_outcomes(failed=2, passed=2)
     result.stdout.fnmatch_lines(["*killed by SIGSEGV*cadenza doctor*"])
     result.stdout.fnmatch_lines(["*one is not two*"])
+
+
+def test_every_extra_in_pyproject_is_checked() -> None:
+    # A new extra that the doctor does not know of would go unreported on a broken install.
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    extras = set(pyproject["project"]["optional-dependencies"]) - {"dev"}
+    assert extras == set(EXTRAS)
+
+
+def test_a_missing_service_extra_is_named(tmp_path: Path) -> None:
+    site = sitecustomize(tmp_path / "site", "import sys\nsys.modules['fastapi'] = None\n")
+    code, report = run_doctor(tmp_path / "home", "--no-model", site=site)
+    service = by_name(report)["extra service"]
+    assert code == 0 and service["status"] == "warn" and "fastapi" in service["detail"]
+    assert by_name(report)["extra otel"]["status"] == "ok"

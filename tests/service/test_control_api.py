@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from cadenza.history import HistoryEvent, HistoryEventType
+from cadenza.ports.run_store import RunRecord, RunStatus
 from tests.service.conftest import Service
 from tests.service.test_runs_api import ORDER, problem, start
 
@@ -127,9 +131,37 @@ async def test_queues(service: Service) -> None:
         "rate_limit": 10,
         "rate_period_seconds": 1.0,
     }
-    assert (await service.http.get("/api/v1/queues", headers=key)).json() == [put.json()]
+    listed = (await service.http.get("/api/v1/queues", headers=key)).json()
+    assert [q["name"] for q in listed] == ["bulk", "default"]
+    assert {k: listed[0][k] for k in put.json()} == put.json()
     bad = await service.http.put("/api/v1/queues/bulk", json={"concurrency": -1}, headers=key)
     problem(bad, 422, 2)
+
+
+async def test_queues_show_their_depth_and_the_age_of_their_oldest_runnable_run(
+    service: Service,
+) -> None:
+    key = await service.key(("read",))
+    engine = service.client.engine
+    now = engine.clock.now()
+    for run_id, queue, age in (("r-old", "billing", 120), ("r-new", "billing", 5)):
+        created = now - timedelta(seconds=age)
+        run = RunRecord(run_id, "svc-price", "1", RunStatus.PENDING, "null", created, created)
+        started = HistoryEvent(0, HistoryEventType.EXECUTION_STARTED, created)
+        await engine.store.create_run(run.evolve(queue=queue), started)
+    await engine.store.claim_runs(
+        owner="w", now=now, lease_until=now + timedelta(minutes=1), limit=1, run_id="r-new"
+    )
+
+    listed = (await service.http.get("/api/v1/queues", headers=key)).json()
+
+    billing = next(q for q in listed if q["name"] == "billing")
+    assert (billing["runnable"], billing["running"], billing["waiting"]) == (1, 1, 0)
+    assert billing["concurrency"] is None
+    assert datetime.fromisoformat(billing["oldest_due_at"]) == now - timedelta(seconds=120)
+    assert 120 <= billing["oldest_age_seconds"] < 180
+    default = next(q for q in listed if q["name"] == "default")
+    assert (default["runnable"], default["oldest_age_seconds"]) == (0, 0.0)
 
 
 async def test_workflows_with_their_input_schema(service: Service) -> None:

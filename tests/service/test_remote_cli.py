@@ -159,3 +159,22 @@ def test_keys_cli(tmp_path: Path) -> None:
     assert "tenant" in cli("keys", "create", "--name", "x", "--tenant", "Bad Tenant", code=2).err
     assert json.loads(cli("keys", "list", "--json").out)[0]["name"] == "ops"
     assert os.path.exists(tmp_path / "cadenza.db")
+
+
+def test_costs_over_http_are_the_key_tenants_roll_up(server: tuple[Cli, Cli]) -> None:
+    remote, local = server
+    ran = remote("run", "svc-write", "--input", ORDER, "--json").json()
+    assert ran["status"] == "SUCCEEDED"
+    rolled = remote("costs", "--json").json()
+    rolled_here = local("costs", "--json").json()
+    assert rolled.pop("since") and rolled_here.pop("since")  # "30 days ago", a moment apart
+    assert rolled == rolled_here
+    assert rolled["model"]["scripted:svc-writer"]["requests"] == 1
+    assert rolled["total"]["output_tokens"] > 0
+    assert "svc-write" in remote("costs").out
+    assert "API key's tenant" in remote("costs", "--tenant", "acme", code=2).err
+    # Another tenant's key sees none of it.
+    other = local("keys", "create", "--name", "o", "--tenant", "acme", "--json").json()["key"]
+    acme = Cli(remote.home)
+    acme.env.update({**remote.env, "CADENZA_API_KEY": other})
+    assert acme("costs", "--json").json()["total"]["requests"] == 0

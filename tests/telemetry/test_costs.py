@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from cadenza import Context, RunStatus, open_engine, workflow
+from cadenza import Client, Context, RunStatus, open_engine, workflow
 from cadenza.agents import call_model
 from cadenza.engine.worker import drive
 from cadenza.errors import ConfigurationError
 from cadenza.models._pricing import price_for
-from cadenza.telemetry._costs import BUDGET_EVENT, SpendGuard, cost_report, load_costs
+from cadenza.telemetry._costs import BUDGET_EVENT, SpendGuard, load_costs
 from cadenza.testing import ScriptedModel
 from tests._cli import cadenza_in, cli_env
 
@@ -61,7 +61,9 @@ async def test_runs_roll_up_by_workflow_model_tenant_and_day(tmp_path: Path) -> 
         ]:
             run = await engine.start(workflow_def, topic, tenant=tenant)
             assert (await drive(engine, run.run_id)).status == RunStatus.SUCCEEDED
-        report = await cost_report(engine.store)
+        client = Client(engine)
+        report = await client.costs()
+        acme = await client.costs(tenant="acme", workflow=drafts)
     finally:
         await engine.close()
     # Each call: 2 input tokens ("draft a") at $1 and 3 output tokens at $2 = $8.
@@ -71,6 +73,15 @@ async def test_runs_roll_up_by_workflow_model_tenant_and_day(tmp_path: Path) -> 
     assert dict(report.rows("model"))["scripted:costly"]["input_tokens"] == 6
     [(_day, row)] = report.rows("day")
     assert row["runs"] == 3
+    assert acme.total["cost_usd"] == 8.0 and acme.as_dict()["workflow"] == {
+        "cost-drafts": {
+            "runs": 1,
+            "requests": 1,
+            "input_tokens": 2,
+            "output_tokens": 3,
+            "cost_usd": 8.0,
+        }
+    }
 
 
 async def test_a_workflow_budget_stops_its_model_calls_with_an_event(home: Path) -> None:

@@ -151,3 +151,35 @@ async def test_replay_and_replay_checks_report_nothing() -> None:
 def test_instrumentation_must_be_instrumentations() -> None:
     with pytest.raises(ConfigurationError, match="subclass Instrumentation"):
         Engine(InMemoryRunStore(), secret=b"x" * 32, instrumentation=[object()])  # type: ignore[list-item]
+
+
+class ScopeOnly(Instrumentation):
+    """Overrides attempt_scope alone: it still hears every attempt, with its operation."""
+
+    def __init__(self) -> None:
+        self.scoped: list[AttemptInfo] = []
+
+    def attempt_scope(self, info: AttemptInfo) -> Any:
+        self.scoped.append(info)
+        return super().attempt_scope(info)
+
+
+async def test_hooks_are_called_for_what_each_instrumentation_overrides() -> None:
+    _tries.clear()
+    scope_only, recorder = ScopeOnly(), Recorder()
+    async with TestEnvironment(clock=FakeClock(), instrumentation=[scope_only, recorder]) as env:
+        run = await env.run(retry_flow)
+        await env.advance(timedelta(seconds=5))
+        assert (await env.resume(run)).status == RunStatus.SUCCEEDED
+    assert [
+        (i.attempt, i.operation.name, i.operation.record.attempt) for i in scope_only.scoped
+    ] == [
+        (1, "flaky", 1),
+        (2, "flaky", 2),
+    ]
+    # The scope of an attempt is given the attempt that started it.
+    started = recorder.of("attempt_started")
+    assert [(i.attempt, i.start_time) for i in started] == [
+        (i.attempt, i.start_time) for i in scope_only.scoped
+    ]
+    assert len(recorder.of("attempt_ended")) == 2

@@ -90,3 +90,22 @@ async def test_callback_wait_time() -> None:
         assert run.status == RunStatus.SUCCEEDED
     (waited,) = points(reader)["cadenza.callback.wait.duration"]
     assert waited.count == 1 and waited.sum == pytest.approx(42.0)
+
+
+async def test_instrumentations_sharing_a_meter_provider_count_together() -> None:
+    # Step and attempt counts are kept in process and reported when the reader collects;
+    # a second instrumentation on the same provider must add to them, not vanish.
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    first, second = (
+        OpenTelemetryInstrumentation(tracer_provider=TracerProvider(), meter_provider=meters)
+        for _ in range(2)
+    )
+    for instr in (first, second):
+        async with TestEnvironment(clock=FakeClock(), instrumentation=instr) as env:
+            assert (await env.run(waiter, 0.0)).status == RunStatus.SUCCEEDED
+    found = points(reader)
+    assert sum(p.value for p in found["cadenza.steps.completed"]) == 12
+    attempts = {p.attributes["failed"]: p.value for p in found["cadenza.step.attempts"]}
+    assert attempts == {False: 12}
+    assert {p.attributes["status"] for p in found["cadenza.steps.completed"]} == {"SUCCEEDED"}

@@ -8,6 +8,12 @@ with :class:`BudgetExceeded` as soon as a reply goes over it (that reply is not 
 a run never spends more than its budget plus one reply. Inside :func:`budget_scope` a
 budget also applies to every model call of the agents and branches started there: a
 supervisor's budget covers its role agents.
+
+A deployment's budget for a workflow or tenant (costs.toml) is checked inside the model
+step. One whose action is ``"pause"`` fails the step with the time its window ends; the
+call then waits on a durable callback (``budget:workflow:NAME``) that times out then, or
+that an operator succeeds sooner, and asks again as a new step, which checks the budget
+again.
 """
 
 from __future__ import annotations
@@ -23,7 +29,14 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter
 
 from cadenza.context import Context
-from cadenza.errors import BudgetExceeded, StructuredOutputError, ToolError
+from cadenza.errors import (
+    BudgetExceeded,
+    CallbackFailed,
+    CallbackTimedOut,
+    OperationFailed,
+    StructuredOutputError,
+    ToolError,
+)
 from cadenza.models import (
     Message,
     Model,
@@ -38,6 +51,7 @@ from cadenza.models._budget import capped_request
 from cadenza.models._structured import _validate  # one validation for every caller
 from cadenza.operations import StepContext
 from cadenza.retry import RetryPolicy
+from cadenza.telemetry._costs import MIN_PAUSE_S, budget_callback
 from cadenza.tools import Toolset
 from cadenza.tools._tool import clip, tool_result_text
 
@@ -252,13 +266,36 @@ async def call_model(
             raise ModelResponseError(f"{chosen.name} ended its stream without a reply")
         return {**final.to_dict(), "request": recorded_request(req)}
 
-    data = await ctx.step(
-        ask_model, name=name or f"model:{chosen.name}", retry=retry or MODEL_RETRY
-    )
+    while True:
+        try:
+            data = await ctx.step(
+                ask_model, name=name or f"model:{chosen.name}", retry=retry or MODEL_RETRY
+            )
+            break
+        except OperationFailed as exc:
+            if exc.error_type != "BudgetExceeded" or exc.details.get("action") != "pause":
+                raise
+            await _pause_for_budget(ctx, exc)
     response = ModelResponse.from_dict(data)
     _account(ctx, response, chosen.name)
     _check_reply(ctx, budgets, response)
     return response
+
+
+async def _pause_for_budget(ctx: Context, refused: OperationFailed) -> None:
+    """Wait, holding no worker, until the spent budget's window ends or an operator
+    succeeds the budget's callback; failing that callback stops the call as a budget
+    whose action is "stop" would. The wait's length comes from the journaled refusal, so
+    replay waits on the same callback."""
+    pause = max(float(refused.details.get("pause_s") or 0.0), MIN_PAUSE_S)
+    name = budget_callback(str(refused.details.get("scope")))
+    callback = await ctx.create_callback(name=name, timeout=timedelta(seconds=pause))
+    try:
+        await callback.result()
+    except CallbackTimedOut:
+        return  # the window is over: ask again, which checks the budget again
+    except CallbackFailed as exc:
+        raise refused from exc
 
 
 async def generate(

@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from cadenza.cli import _remote
 from cadenza.cli._common import console, emit_json, fail, json_option, literal, money, run_async
 from cadenza.config import resolve_home
 from cadenza.engine.engine import Engine
@@ -77,33 +78,35 @@ def costs_group(
     if click_ctx.invoked_subcommand is not None:
         return
     start, end = _moment(since, "--since"), _moment(until, "--until")
+    report = _remote_report(start, end, workflow, tenant) if _remote.active() else None
+    if report is None:
 
-    @run_async
-    async def body(engine: Engine) -> Any:
-        return await cost_report(
-            engine.store, since=start, until=end, workflow=workflow, tenant=tenant
-        )
+        @run_async
+        async def body(engine: Engine) -> Any:
+            return await cost_report(
+                engine.store, since=start, until=end, workflow=workflow, tenant=tenant
+            )
 
-    report = body()
+        report = body().as_dict()
     if as_json:
-        emit_json(report.as_dict())
+        emit_json(report)
         return
-    total = report.total
+    total = report["total"]
     console.print(
-        f"{int(total['runs'])} of {report.runs} runs used models since {since}:"
+        f"{int(total['runs'])} of {report['runs']} runs used models since {since}:"
         f" {int(total['requests'])} calls, {int(total['input_tokens']):,} tokens in,"
         f" {int(total['output_tokens']):,} out, {money(total['cost_usd'])}"
-        + (" (cut at 100,000 runs)" if report.truncated else ""),
+        + (" (cut at 100,000 runs)" if report["truncated"] else ""),
         highlight=False,
     )
     for dimension in dimensions or ("workflow", "model"):
-        rows = report.rows(dimension)
+        rows = report[dimension]
         if not rows:
             continue
         table = Table(title=f"by {dimension}", title_justify="left", header_style="bold")
         for column in (dimension, "runs", "calls", "tokens in", "tokens out", "cost"):
             table.add_column(column, justify="left" if column == dimension else "right")
-        for key, row in rows:
+        for key, row in rows.items():
             table.add_row(
                 literal(key),
                 f"{int(row['runs']):,}",
@@ -113,6 +116,28 @@ def costs_group(
                 money(row["cost_usd"]),
             )
         console.print(table)
+
+
+def _remote_report(
+    start: datetime | None, end: datetime | None, workflow: str | None, tenant: str | None
+) -> dict[str, Any]:
+    """The roll-up from the service (``CADENZA_URL``): of the API key's tenant only."""
+    if tenant is not None:
+        raise click.UsageError(
+            "over CADENZA_URL the roll-up is of the API key's tenant; drop --tenant, or run"
+            " 'cadenza costs --tenant' where the store is"
+        )
+    params = {"since": start, "until": end, "workflow": workflow}
+    data: dict[str, Any] = _remote.api().call(
+        "GET",
+        "/costs",
+        params={
+            k: v.isoformat() if isinstance(v, datetime) else v
+            for k, v in params.items()
+            if v is not None
+        },
+    )
+    return data
 
 
 @costs_group.command("prices")
@@ -170,6 +195,7 @@ def costs_budgets(as_json: bool) -> None:
                     "scope": scope,
                     "limit": limit.describe(),
                     "limit_usd": limit.usd,
+                    "action": limit.action,
                     "spent_usd": round(spent, 8),
                     "window_start": start.isoformat(),
                     "window_end": end.isoformat(),
@@ -183,12 +209,13 @@ def costs_budgets(as_json: bool) -> None:
         emit_json({"source": str(config.source), "budgets": rows})
         return
     table = Table(header_style="bold")
-    for column in ("scope", "budget", "spent", "window ends", ""):
+    for column in ("scope", "budget", "when spent", "spent", "window ends", ""):
         table.add_column(column)
     for row in rows:
         table.add_row(
             literal(row["scope"]),
             row["limit"],
+            row["action"],
             money(row["spent_usd"]),
             row["window_end"][:16].replace("T", " "),
             "[red]exceeded[/red]" if row["exceeded"] else "",

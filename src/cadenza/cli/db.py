@@ -4,7 +4,8 @@
 (``CADENZA_STORE`` or ``--store``) and is safe to run from many machines at once; every
 worker also does it when it starts. ``cadenza db status`` says where the schema stands.
 ``cadenza queues set`` caps how many runs of a queue execute at once over all workers,
-and how often they may start.
+and how often they may start; ``cadenza queues list`` shows each queue's limits, its depth
+and how long its oldest runnable run has waited.
 """
 
 from __future__ import annotations
@@ -14,17 +15,26 @@ import re
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import click
+from rich.table import Table
 
-from cadenza.cli._common import console, emit_json, fail, json_option, literal
+from cadenza.cli._common import (
+    ago,
+    console,
+    emit_json,
+    fail,
+    json_option,
+    literal,
+    literal_text,
+)
 from cadenza.config import create_store, store_url
 from cadenza.errors import CadenzaError, ConfigurationError
-from cadenza.ports.run_store import QueueConfig, RunStore
+from cadenza.ports.run_store import QueueConfig, QueueStats, RunStore
 
 T = TypeVar("T")
 
@@ -107,17 +117,33 @@ def queues_group() -> None:
 @_store_option
 @json_option
 def queues_list_command(url: str | None, as_json: bool) -> None:
-    """Queues with limits."""
+    """Queues with limits or open runs: their depth (runnable now, running, waiting for a
+    wake time) and how long the oldest runnable run has waited."""
 
     async def show(store: RunStore) -> None:
-        queues = await store.list_queues()
+        now = datetime.now(UTC)
+        configs = {q.name: q for q in await store.list_queues()}
+        stats = {s.queue: s for s in await store.queue_stats(now=now)}
+        rows = [
+            (configs.get(name) or QueueConfig(name), stats.get(name) or QueueStats(name))
+            for name in sorted(configs.keys() | stats.keys())
+        ]
         if as_json:
-            emit_json([_queue_dict(q) for q in queues])
+            emit_json([{**_queue_dict(q), **_stats_dict(s, now)} for q, s in rows])
             return
-        if not queues:
-            console.print("no queue has limits")
-        for q in queues:
-            console.print(f"{literal(q.name)}: {_describe(q)}")
+        table = Table(box=None)
+        for column in ("QUEUE", "RUNNABLE", "RUNNING", "WAITING", "OLDEST", "LIMITS"):
+            table.add_column(column, justify="left" if column in ("QUEUE", "LIMITS") else "right")
+        for q, s in rows:
+            table.add_row(
+                literal_text(q.name),
+                str(s.runnable),
+                str(s.running),
+                str(s.waiting),
+                _age(s, now),
+                _describe(q),
+            )
+        console.print(table)
 
     _run(url or store_url(), show)
 
@@ -230,6 +256,23 @@ def _queue_dict(q: QueueConfig) -> dict[str, Any]:
         "rate_limit": q.rate_limit,
         "rate_period_s": q.rate_period.total_seconds(),
     }
+
+
+def _stats_dict(s: QueueStats, now: datetime) -> dict[str, Any]:
+    return {
+        "runnable": s.runnable,
+        "running": s.running,
+        "waiting": s.waiting,
+        "oldest_due_at": s.oldest_due_at.isoformat() if s.oldest_due_at else None,
+        "oldest_age_s": s.oldest_age(now).total_seconds(),
+    }
+
+
+def _age(s: QueueStats, now: datetime) -> str:
+    """How long the oldest runnable run has waited, "-" when none does."""
+    if s.oldest_due_at is None:
+        return "-"
+    return ago(s.oldest_due_at, now).removesuffix(" ago")
 
 
 def _redacted(url: str) -> str:

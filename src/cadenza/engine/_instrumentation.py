@@ -11,18 +11,19 @@ raises is logged once and ignored; it never breaks a run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, cast, runtime_checkable
 
 from cadenza.errors import ErrorInfo
 from cadenza.history import HistoryEvent
 from cadenza.history import HistoryEventType as H
 from cadenza.journal import OpRecord
+from cadenza.ports.run_store import QueueStats
 
 if TYPE_CHECKING:
     from cadenza.context import Context
@@ -35,10 +36,13 @@ __all__ = [
     "Instrumentation",
     "InvocationInfo",
     "OperationInfo",
+    "QueueObserver",
     "agent_invocation",
 ]
 
 log = logging.getLogger("cadenza.instrumentation")
+# The registered instrumentations that override one hook, each with its bound hook.
+_Hooks: TypeAlias = "tuple[tuple[Instrumentation, Callable[[Any], Any]], ...]"
 
 _STARTS = frozenset(
     {
@@ -239,6 +243,17 @@ class Instrumentation:
         return nullcontext()
 
 
+@runtime_checkable
+class QueueObserver(Protocol):
+    """Wants the store's queue statistics (``RunStore.queue_stats``): a worker samples them
+    every ``queue_sample_interval`` and hands each sample to ``queues_sampled`` (which,
+    like a hook, runs on the event loop and must be quick)."""
+
+    queue_sample_interval: timedelta
+
+    def queues_sampled(self, stats: Sequence[QueueStats], now: datetime) -> None: ...
+
+
 class Instruments:
     """The registered instrumentations, called safely. Falsy when there are none, so the
     engine pays one truth test per history event when nothing is registered."""
@@ -258,14 +273,44 @@ class Instruments:
                     f" {type(item).__name__}: subclass Instrumentation and override its hooks"
                 )
         self._reported: set[tuple[int, str]] = set()
+        # Per hook, the bound hooks of the instrumentations that override it: a hook nobody
+        # overrides costs no call, and the info it would be given is not even built.
+        self._hooks: dict[str, _Hooks] = {
+            hook: tuple(
+                (item, getattr(item, hook)) for item in self.items if _overrides(item, hook)
+            )
+            for hook in _HOOKS
+        }
+        # The attempt a step just started: its scope is entered right after, with the same
+        # info (one slot: steps running side by side only cost a rebuild).
+        self._started: AttemptInfo | None = None
 
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    def _call(self, hook: str, info: Any) -> None:
+    def queue_observers(self) -> list[QueueObserver]:
+        """The registered instrumentations that observe queues, or whose ``metrics`` do
+        (``OpenTelemetryInstrumentation`` keeps its instruments, queue gauges included,
+        there). None registered: no worker samples anything."""
+        found: list[QueueObserver] = []
         for item in self.items:
+            for candidate in (item, getattr(item, "metrics", None)):
+                if isinstance(candidate, QueueObserver):
+                    found.append(candidate)
+        return found
+
+    def _call(self, hook: str, info: Any) -> None:
+        self._run(self._hooks[hook], hook, info)
+
+    def _run(
+        self,
+        hooks: _Hooks,
+        hook: str,
+        info: Any,
+    ) -> None:
+        for item, method in hooks:
             try:
-                getattr(item, hook)(info)
+                method(info)
             except Exception:
                 self._failed(item, hook)
 
@@ -321,68 +366,83 @@ class Instruments:
 
     def noted(self, act: Activation, event: HistoryEvent, op: OpRecord) -> None:
         """Report what the live history event ``event`` about ``op`` says happened."""
-        kind = event.type
-        if kind not in _STARTS and kind not in _ENDS and kind not in _STEP_ENDS:
-            if kind == H.EVENT_EMITTED:
-                info = self._operation(act, event, op, "SUCCEEDED")
-                self._call("operation_started", info)
-                self._call("operation_ended", info)
-            return
-        if kind in _ENDS:
-            status = _ENDS[kind]
-            error = op.error if status != "SUCCEEDED" else None
-            self._call("operation_ended", self._operation(act, event, op, status, error))
-            return
-        info = self._operation(act, event, op)
+        kind, at, details = event.type, event.timestamp, event.details
+        hooks = self._hooks
         if kind == H.STEP_STARTED:
-            attempt = int(event.details.get("attempt") or op.attempt or 1)
-            if attempt == 1:
-                self._call("operation_started", info)
-            self._call("attempt_started", AttemptInfo(info, attempt, event.timestamp))
-        elif kind in _STARTS:
-            self._call("operation_started", info)
+            started, attempts = hooks["operation_started"], hooks["attempt_started"]
+            attempt = int(details.get("attempt") or op.attempt or 1)
+            if attempt != 1:
+                started = ()  # attempt 2 is not a new operation
+            if started or attempts or hooks["attempt_scope"]:
+                info = _operation_info(act, op, at, None, None, None, details)
+                self._run(started, "operation_started", info)
+                self._started = AttemptInfo(info, attempt, at)
+                self._run(attempts, "attempt_started", self._started)
         elif kind in _STEP_ENDS:
-            retry_at = event.details.get("next_attempt_at")
+            retry_at = details.get("next_attempt_at")
             failed = kind == H.STEP_FAILED
             error = op.error if failed else None
-            ended = AttemptInfo(
-                info,
-                int(event.details.get("attempt") or op.attempt or 1),
-                event.timestamp,
-                end_time=event.timestamp,
-                error=error,
-                retry_follows=retry_at is not None,
-                next_attempt_at=retry_at,
-            )
-            self._call("attempt_ended", ended)
-            if retry_at is None:
+            if hooks["attempt_ended"]:
+                ended = AttemptInfo(
+                    _operation_info(act, op, at, at, None, None, details),
+                    int(details.get("attempt") or op.attempt or 1),
+                    at,
+                    end_time=at,
+                    error=error,
+                    retry_follows=retry_at is not None,
+                    next_attempt_at=retry_at,
+                )
+                self._run(hooks["attempt_ended"], "attempt_ended", ended)
+            if retry_at is None and hooks["operation_ended"]:
                 status = "FAILED" if failed else "SUCCEEDED"
-                self._call("operation_ended", self._operation(act, event, op, status, error))
-
-    def _operation(
-        self,
-        act: Activation,
-        event: HistoryEvent,
-        op: OpRecord,
-        status: str | None = None,
-        error: ErrorInfo | None = None,
-    ) -> OperationInfo:
-        ending = event.type in _ENDS or event.type in _STEP_ENDS
-        return _operation_info(
-            act,
-            op,
-            event.timestamp,
-            end_time=event.timestamp if ending or event.type == H.EVENT_EMITTED else None,
-            status=status,
-            error=error,
-            details=event.details,
-        )
+                info = _operation_info(act, op, at, at, status, error, details)
+                self._run(hooks["operation_ended"], "operation_ended", info)
+        elif kind in _ENDS:
+            if hooks["operation_ended"]:
+                status = _ENDS[kind]
+                error = op.error if status != "SUCCEEDED" else None
+                info = _operation_info(act, op, at, at, status, error, details)
+                self._run(hooks["operation_ended"], "operation_ended", info)
+        elif kind in _STARTS:
+            if hooks["operation_started"]:
+                info = _operation_info(act, op, at, None, None, None, details)
+                self._run(hooks["operation_started"], "operation_started", info)
+        elif kind == H.EVENT_EMITTED and (hooks["operation_started"] or hooks["operation_ended"]):
+            info = _operation_info(act, op, at, at, "SUCCEEDED", None, details)
+            self._run(hooks["operation_started"], "operation_started", info)
+            self._run(hooks["operation_ended"], "operation_ended", info)
 
     # --- attempts -------------------------------------------------------------------------
 
     def attempt_scope(self, act: Activation, op: OpRecord) -> AbstractContextManager[object]:
-        info = AttemptInfo(_operation_info(act, op, act.now()), op.attempt, act.now())
-        return _Scopes(self, info)
+        hooks = self._hooks["attempt_scope"]
+        if not hooks:
+            return _NO_SCOPE
+        info, self._started = self._started, None
+        if info is None or info.operation.record is not op or info.attempt != op.attempt:
+            now = act.now()
+            info = AttemptInfo(_operation_info(act, op, now), op.attempt, now)
+        return _Scopes(self, hooks, info)
+
+
+_HOOKS = (
+    "invocation_started",
+    "invocation_ended",
+    "operation_started",
+    "operation_ended",
+    "attempt_started",
+    "attempt_ended",
+    "agent_ended",
+    "attempt_scope",
+)
+# nullcontext keeps no state: one instance serves every attempt that nobody scopes.
+_NO_SCOPE: AbstractContextManager[object] = nullcontext()
+
+
+def _overrides(item: Instrumentation, hook: str) -> bool:
+    """Whether ``item`` does anything on ``hook``: the defaults of Instrumentation do not."""
+    method = getattr(item, hook)
+    return getattr(method, "__func__", method) is not getattr(Instrumentation, hook)
 
 
 _STEP_ENDS = frozenset({H.STEP_SUCCEEDED, H.STEP_FAILED})
@@ -392,7 +452,6 @@ def _operation_info(
     act: Activation,
     op: OpRecord,
     now: datetime,
-    *,
     end_time: datetime | None = None,
     status: str | None = None,
     error: ErrorInfo | None = None,
@@ -400,42 +459,50 @@ def _operation_info(
 ) -> OperationInfo:
     """Operation ``op`` of the activation's run, as the instrumentations see it (started
     ``now`` when its record has no start yet)."""
+    run = act.run
+    # Positional, in field order: this runs two or three times per traced step.
     return OperationInfo(
-        run_id=act.run.run_id,
-        trace_id=act.run.trace_id,
-        op_id=op.op_id,
-        parent_op_id=op.parent_id,
-        type=str(op.type),
-        name=op.name,
-        start_time=op.started_at or now,
-        record=op,
-        redrives=act.redrives,
-        end_time=end_time,
-        status=status,
-        error=error,
-        details=details if details is not None else {},
-        agent=_AGENT.get(),
+        run.run_id,
+        run.trace_id,
+        op.op_id,
+        op.parent_id,
+        str(op.type),
+        op.name,
+        op.started_at or now,
+        op,
+        act.redrives,
+        end_time,
+        status,
+        error,
+        details if details is not None else {},
+        _AGENT.get(),
     )
 
 
 def attempt_scope(act: Activation, op: OpRecord) -> AbstractContextManager[object]:
     """The instrumentations' scopes around attempt ``op`` of a step (none: a no-op)."""
     instruments = act.engine.instruments
-    return instruments.attempt_scope(act, op) if instruments else nullcontext()
+    return instruments.attempt_scope(act, op) if instruments else _NO_SCOPE
 
 
 class _Scopes:
     """Enters every instrumentation's ``attempt_scope``; one that fails is skipped."""
 
-    def __init__(self, instruments: Instruments, info: AttemptInfo) -> None:
+    def __init__(
+        self,
+        instruments: Instruments,
+        hooks: _Hooks,
+        info: AttemptInfo,
+    ) -> None:
         self.instruments = instruments
+        self.hooks = hooks
         self.info = info
         self.entered: list[tuple[Instrumentation, AbstractContextManager[object]]] = []
 
     def __enter__(self) -> None:
-        for item in self.instruments.items:
+        for item, attempt_scope in self.hooks:
             try:
-                scope = item.attempt_scope(self.info)
+                scope = attempt_scope(self.info)
                 scope.__enter__()
             except Exception:
                 self.instruments._failed(item, "attempt_scope")

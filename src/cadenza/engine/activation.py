@@ -3,9 +3,10 @@ suspends.
 
 Operations find their outcome in the journal (replay) or execute live and add records to a
 buffer. ``flush()`` turns the buffer into one Checkpoint; while one commit is in flight the
-records of concurrent branches accumulate and go out together in the next. A commit the
-store rejects (the lease was lost, a callback raced) aborts the activation with a
-BaseException that workflow code cannot swallow.
+records of concurrent branches accumulate and go out together in the next, and every
+branch that waits for that next commit wakes when it is durable (a map's items share their
+commits). A commit the store rejects (the lease was lost, a callback raced) aborts the
+activation with a BaseException that workflow code cannot swallow.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from cadenza.errors import (
     LeaseLost,
     NonDeterminismError,
     RunCancelled,
+    RunStateError,
     SerializationError,
     StoreError,
 )
@@ -72,6 +74,11 @@ __all__ = ["Abort", "Activation", "ActivationResult", "Fatal", "ReplayEnd", "Sus
 _REPLAY_IN_FLIGHT = frozenset(
     {OpType.CONTEXT, OpType.MAP, OpType.PARALLEL, OpType.WAIT, OpType.CALLBACK, OpType.EVENT_WAIT}
 )
+
+
+# The state document's JSON: one encoder, not one built per call as json.dumps does when
+# given options.
+_state_json = json.JSONEncoder(default=str).encode
 
 
 @dataclass
@@ -158,9 +165,17 @@ class Activation(Runtime):
         if stored.get("causationId"):  # the emit ("RUN/OP") whose event started the run
             carried["causationId"] = stored["causationId"]
         self.state = AgentState(self.engine.initial_state(run, carried))
-        self._stored_state = json.dumps(run.state, default=str)
+        # The JSON of the document as last stored; None until this activation stores it,
+        # which its first checkpoint always does (the count of activations went up).
+        self._stored_state: str | None = None
         self._buffer = _Buffer()
-        self._lock = asyncio.Lock()
+        # One commit of the run is in flight at a time, so checkpoints apply in order.
+        # ``_inflight`` resolves when it is done; ``_next`` when the commit that takes what
+        # is buffered now is done (it follows the one in flight).
+        self._inflight: asyncio.Future[None] | None = None
+        self._next: asyncio.Future[None] | None = None
+        self._broken: BaseException | None = None  # a commit failed in an unforeseen way
+        self._follower: asyncio.Task[None] | None = None  # referenced while it runs
         self._failure: Abort | None = None
         self._wake_times: list[datetime | None] = []
         self.cancel_requested = run.cancel_requested and not check_only
@@ -316,13 +331,67 @@ class Activation(Runtime):
 
     async def flush(self) -> None:
         """Commit everything buffered so far (and whatever concurrent branches add)."""
-        async with self._lock:
-            if self._failure is not None:
-                raise self._failure
-            if self._buffer and not self.check_only:
-                await self._commit(self._checkpoint())
+        if self._failure is not None:
+            raise self._failure
+        if not self.check_only:
+            await self._durable()
+        if self._failure is not None:
+            raise self._failure
+        if self._broken is not None:
+            raise self._broken
         if self.cancel_requested:
             raise RunCancelled()
+
+    async def _durable(self) -> None:
+        """Return once what this branch recorded so far is committed (or refused)."""
+        if self._inflight is None:
+            if self._buffer:
+                await self._lead()
+        elif self._buffer:
+            # Join the commit that follows the one in flight: the branches that buffer
+            # meanwhile all go out in it, and all wake when it is durable.
+            if self._next is None:
+                self._next = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._next)
+        else:
+            await asyncio.shield(self._inflight)  # it may carry this branch's records
+
+    async def _lead(self) -> None:
+        """Commit the buffer here and now (no commit is in flight), then hand what was
+        buffered meanwhile to a task that commits it, so this branch goes on at once."""
+        inflight = self._inflight = asyncio.get_running_loop().create_future()
+        try:
+            await self._commit(self._checkpoint())
+        finally:
+            self._inflight = None
+            inflight.set_result(None)
+            if self._next is not None:
+                self._inflight, self._next = self._next, None
+                self._follower = asyncio.get_running_loop().create_task(
+                    self._follow(self._inflight)
+                )
+
+    async def _follow(self, done: asyncio.Future[None]) -> None:
+        """Commit what the waiting branches buffered, until none is waiting any more."""
+        while True:
+            try:
+                if self._failure is None and self._buffer:
+                    await self._commit(self._checkpoint())
+            except Abort:
+                pass  # kept as self._failure: each waiting branch raises it
+            except BaseException as exc:  # each waiting branch raises it, as if it committed
+                self._broken = exc
+            self._inflight = None
+            done.set_result(None)
+            if self._next is None:
+                return
+            done = self._inflight = self._next
+            self._next = None
+
+    async def _settle(self) -> None:
+        """Wait until no commit is in flight (nor due to follow one)."""
+        while self._inflight is not None:
+            await asyncio.shield(self._inflight)
 
     # --- the activation itself ----------------------------------------------------------
 
@@ -392,20 +461,29 @@ class Activation(Runtime):
         if outcome is not None:  # as in AWS's history, the terminal Execution event is last
             self._note_outcome(outcome)
         self.state.to_dict().setdefault("metadata", {})["leaseEpoch"] = self.run.lease_epoch
-        async with self._lock:
-            if self._failure is not None:
-                return self._aborted(self._failure.cause)
-            checkpoint = self._checkpoint()
-            checkpoint.outcome = outcome
-            checkpoint.suspend = outcome is None
-            if outcome is not None:
-                checkpoint.wake_ups = self._parent_wake_ups(outcome)
-                checkpoint.cancels = self._open_children_cancels(outcome, checkpoint.now)
-            checkpoint.wake_at = wake_at
-            try:
-                await self._commit(checkpoint)
-            except Abort as abort:
-                return self._aborted(abort.cause)
+        await self._settle()
+        if self._failure is not None:
+            return self._aborted(self._failure.cause)
+        # The last commit: nothing may follow it (a branch still flushing is told so).
+        last = self._inflight = asyncio.get_running_loop().create_future()
+        checkpoint = self._checkpoint()
+        checkpoint.outcome = outcome
+        checkpoint.suspend = outcome is None
+        if outcome is not None:
+            checkpoint.wake_ups = self._parent_wake_ups(outcome)
+            checkpoint.cancels = self._open_children_cancels(outcome, checkpoint.now)
+        checkpoint.wake_at = wake_at
+        try:
+            await self._commit(checkpoint)
+        except Abort as abort:
+            return self._aborted(abort.cause)
+        finally:
+            if self._failure is None:
+                ended = RunStateError(f"run {self.run.run_id}: its activation has ended")
+                self._failure = Abort(ended)
+            last.set_result(None)
+            if self._next is not None:
+                self._next.set_result(None)
         status = outcome.status if outcome else RunStatus.SUSPENDED
         return ActivationResult(
             self.run.run_id,
@@ -516,10 +594,9 @@ class Activation(Runtime):
         # The document is mutated in place between operations; comparing its JSON with
         # what was last stored is the cheapest reliable way to know whether it changed.
         document = self.state.to_dict()
-        text = json.dumps(document, default=str)
-        if text != self._stored_state:
+        if self._stored_state is None or _state_json(document) != self._stored_state:
             document.setdefault("metadata", {})["lastUpdated"] = iso(now)
-            text = json.dumps(document, default=str)
+            text = _state_json(document)
             checkpoint.state = json.loads(text)  # a snapshot: the workflow goes on mutating
             self._stored_state = text
         return checkpoint

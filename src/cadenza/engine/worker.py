@@ -15,6 +15,10 @@ Once an hour (``prune_every``) a round also prunes a bounded batch of ended runs
 retention has passed (``Engine.prune``); the store re-checks each run in the transaction
 that deletes it, so any number of workers may prune at once.
 
+When a registered instrumentation observes queues (the OpenTelemetry queue gauges), a
+task of the worker samples ``RunStore.queue_stats`` as often as it asks (every 15 s by
+default) and hands it each sample; with none registered nothing is sampled.
+
 Stopping is graceful: the worker stops claiming, lets in-flight activations finish for a
 grace period while it keeps their leases alive, then cancels the rest and hands their runs
 back, so another worker resumes them at once instead of after a lease expiry.
@@ -35,6 +39,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from cadenza.engine._instrumentation import QueueObserver
 from cadenza.engine.activation import ActivationResult
 from cadenza.engine.engine import Engine
 from cadenza.errors import CadenzaError, LeaseLost, StoreError, StoreUnavailable
@@ -106,6 +111,10 @@ class Worker:
         """Work until ``stop`` is set or ``until()`` holds when the worker is idle."""
         wakeup = self.engine.wakeup_event()
         renewer = asyncio.create_task(self._renew_leases())
+        # A worker scoped to one run or trace (``drive``) leaves the queues to the others.
+        scoped = self.run_id is not None or self.trace_id is not None
+        observers = [] if scoped else self.engine.instruments.queue_observers()
+        sampler = asyncio.create_task(self._sample_queues(observers)) if observers else None
         try:
             while stop is None or not stop.is_set():
                 wakeup.clear()
@@ -140,6 +149,8 @@ class Worker:
                     )
             finally:
                 renewer.cancel()
+                if sampler is not None:
+                    sampler.cancel()
 
     async def tick(self) -> bool:
         """One round: relay events, claim what there is room for. True if it did work."""
@@ -204,6 +215,28 @@ class Worker:
             )
         if report.runs >= self.prune_batch:
             self._prune_at = now  # more are due: the next round prunes another batch
+
+    async def _sample_queues(self, observers: Sequence[QueueObserver]) -> None:
+        """Read the queues' statistics for ``observers`` (the queue metrics) as often as
+        the most eager of them asks, for as long as the worker runs."""
+        every = min(o.queue_sample_interval for o in observers).total_seconds()
+        failing = False
+        while True:
+            now = self.engine.clock.now()
+            try:
+                stats = await self.engine.store.queue_stats(now=now)
+            except StoreError as exc:  # metrics failing must not stop the runs executed here
+                if not failing:
+                    log.warning("queue statistics not sampled (trying again): %s", exc)
+                failing = True
+            else:
+                failing = False
+                for observer in observers:
+                    try:
+                        observer.queues_sampled(stats, now)
+                    except Exception:
+                        log.exception("%s.queues_sampled raised", type(observer).__name__)
+            await asyncio.sleep(max(every, 0.01))
 
     def _launch(self, run: RunRecord) -> None:
         self._epochs[run.run_id] = run.lease_epoch
@@ -411,9 +444,13 @@ async def drive(
         refused.append(exc)
         stop.set()
 
+    ended: list[RunRecord] = []  # the root as last read, once it has ended
+
     async def waits(some_run_id: str) -> bool:
         """Whether a run has ended or waits past the linger; False while it may go on."""
         run = await engine.store.get_run(some_run_id)
+        if run.status.terminal and some_run_id == run_id:
+            ended[:] = [run]
         if run.status.terminal:
             others.discard(some_run_id)
             return True
@@ -455,4 +492,6 @@ async def drive(
             f"run {run_id} stopped at its last checkpoint, nothing lost: {cause}. Then"
             f" 'cadenza worker' resumes it {when}"
         ) from cause
+    if ended:  # an ended run stays as it ended: no need to read it again
+        return ended[0]
     return await engine.store.get_run(run_id)

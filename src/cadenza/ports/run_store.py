@@ -333,6 +333,33 @@ class QueueConfig:
         return self.concurrency is not None or self.rate_limit is not None
 
 
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """What waits in one queue at a moment (``queue_stats``), counted by the claim's rules.
+
+    ``runnable``: runs a claim could take now, queue limits aside (PENDING, SUSPENDED with
+    a wake time that has come, RUNNING under a lease that has expired). ``oldest_due_at``:
+    when the longest-waiting of them became claimable (a PENDING run's last update, which
+    is when it was created, woken, redriven or handed back; a wake time; a lease expiry),
+    None when none is. ``running``: RUNNING under a live lease. ``waiting``: SUSPENDED with
+    a wake time still ahead (a timer, a retry backing off, a callback's deadline); a run
+    that waits with no wake time at all (an untimed callback, an event, a child run) is
+    not queued work and is not counted.
+    """
+
+    queue: str
+    runnable: int = 0
+    running: int = 0
+    waiting: int = 0
+    oldest_due_at: datetime | None = None
+
+    def oldest_age(self, now: datetime) -> timedelta:
+        """How long the oldest runnable run has waited at ``now`` (zero when none waits)."""
+        if self.oldest_due_at is None:
+            return timedelta(0)
+        return max(now - self.oldest_due_at, timedelta(0))
+
+
 def refill_tokens(
     config: QueueConfig, tokens: float | None, refilled_at: datetime | None, now: datetime
 ) -> float:
@@ -602,6 +629,14 @@ class RunStore(ABC):
     @abstractmethod
     async def list_queues(self) -> list[QueueConfig]:
         """The queues that have a config, by name."""
+
+    @abstractmethod
+    async def queue_stats(self, *, now: datetime) -> list[QueueStats]:
+        """One :class:`QueueStats` per queue that has runnable, running or waiting runs at
+        ``now``, and always one for ``default``, by name; ended runs are not counted.
+
+        A cheap read, sampled periodically for metrics: it reads the indexes claims use,
+        so its cost follows the open runs, never the ended ones."""
 
     # --- activations --------------------------------------------------------------------
 

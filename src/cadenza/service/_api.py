@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from cadenza.service import _control, _runs, _schedules, _stream
+from cadenza.service import _control, _costs, _runs, _schedules, _stream
 from cadenza.service._problems import PROBLEM_JSON, ProblemDetails
 
 __all__ = ["router"]
@@ -25,3 +25,4 @@ router.include_router(_runs.router)
 router.include_router(_stream.router)
 router.include_router(_control.router)
 router.include_router(_schedules.router)
+router.include_router(_costs.router)

@@ -12,7 +12,7 @@ from cadenza.engine.engine import Engine
 from cadenza.errors import NotFound
 from cadenza.events.envelope import Event
 from cadenza.events.relay import relay_outbox, tenant_of, validate_rule
-from cadenza.ports.run_store import DEFAULT_TENANT, QueueConfig, Rule
+from cadenza.ports.run_store import DEFAULT_TENANT, QueueConfig, QueueStats, Rule
 from cadenza.service._access import callback_of, rule_key, visible_rule_name
 from cadenza.service._audit import record_action
 from cadenza.service._auth import Principal, client_of, require
@@ -24,6 +24,7 @@ from cadenza.service._models import (
     FailCallback,
     QueueIn,
     QueueOut,
+    QueueStatusOut,
     RuleIn,
     RuleOut,
     SucceedCallback,
@@ -192,10 +193,21 @@ async def delete_rule(name: RuleName, request: Request, principal: Operator) -> 
 # --- queues ------------------------------------------------------------------------------
 
 
-@router.get("/queues", response_model=list[QueueOut], tags=["queues"])
-async def list_queues(request: Request, principal: Reader) -> list[QueueOut]:
-    """Queues with flow control (shared by every tenant)."""
-    return [QueueOut.of(q) for q in await _engine(request).store.list_queues()]
+@router.get("/queues", response_model=list[QueueStatusOut], tags=["queues"])
+async def list_queues(request: Request, principal: Reader) -> list[QueueStatusOut]:
+    """Queues (shared by every tenant): those with flow control and those with open runs,
+    each with its limits, its depth (runnable, running, waiting) and how long its oldest
+    runnable run has waited, counted over all tenants."""
+    engine = _engine(request)
+    now = engine.clock.now()
+    configs = {q.name: q for q in await engine.store.list_queues()}
+    stats = {s.queue: s for s in await engine.store.queue_stats(now=now)}
+    return [
+        QueueStatusOut.of_queue(
+            configs.get(name) or QueueConfig(name), stats.get(name) or QueueStats(name), now
+        )
+        for name in sorted(configs.keys() | stats.keys())
+    ]
 
 
 @router.put("/queues/{name}", response_model=QueueOut, tags=["queues"])

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cadenza.engine.engine import PendingCallback
 from cadenza.history import HistoryEvent
-from cadenza.ports.run_store import QueueConfig, Rule, RunRecord, RunStatus
+from cadenza.ports.run_store import QueueConfig, QueueStats, Rule, RunRecord, RunStatus
 
 __all__ = [
     "CallbackDone",
@@ -266,6 +266,31 @@ class QueueOut(BaseModel):
             concurrency=queue.concurrency,
             rate_limit=queue.rate_limit,
             rate_period_seconds=queue.rate_period.total_seconds(),
+        )
+
+
+class QueueStatusOut(QueueOut):
+    """A queue's limits and what waits in it (``RunStore.queue_stats``), over all tenants."""
+
+    runnable: int = Field(description="Runs that a worker could claim now")
+    running: int = Field(description="Runs executing under a live lease")
+    waiting: int = Field(description="Suspended runs whose wake time is still ahead")
+    oldest_due_at: datetime | None = Field(
+        description="When the oldest runnable run became claimable"
+    )
+    oldest_age_seconds: float = Field(
+        description="How long the oldest runnable run has waited (0 when none waits)"
+    )
+
+    @classmethod
+    def of_queue(cls, queue: QueueConfig, stats: QueueStats, now: datetime) -> QueueStatusOut:
+        return cls(
+            **QueueOut.of(queue).model_dump(),
+            runnable=stats.runnable,
+            running=stats.running,
+            waiting=stats.waiting,
+            oldest_due_at=stats.oldest_due_at,
+            oldest_age_seconds=stats.oldest_age(now).total_seconds(),
         )
 
 

@@ -4,10 +4,12 @@ when used: it needs the ``otel`` extra)."""
 
 from typing import Any
 
+from cadenza.telemetry._costs import CostReport
 from cadenza.telemetry._spans import ModelCall, OpSpan, RunSpan, model_call, op_spans, run_span
 from cadenza.telemetry._trace import TraceNode, TraceTree, load_trace
 
 __all__ = [
+    "CostReport",
     "ModelCall",
     "OpSpan",
     "OpenTelemetryInstrumentation",

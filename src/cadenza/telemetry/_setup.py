@@ -2,7 +2,8 @@
 
 ``open_engine()`` asks :func:`from_environment` for an instrumentation: none unless an
 OTLP endpoint or a traces exporter is configured, so a deployment without them imports
-nothing of OpenTelemetry and pays nothing. The providers are created once per process.
+nothing of OpenTelemetry and pays nothing. The providers are created once per process;
+the tracer provider reads ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG`` itself.
 """
 
 from __future__ import annotations

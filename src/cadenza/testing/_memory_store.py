@@ -60,6 +60,7 @@ from cadenza.ports.run_store import (
     WakeUp,
     refill_tokens,
 )
+from cadenza.testing._memory_queues import MemoryQueues
 from cadenza.testing._memory_retention import MemoryRetention
 from cadenza.testing._memory_schedules import MemorySchedules
 
@@ -103,7 +104,7 @@ def _rule_copy(rule: Rule) -> Rule:
     return replace(rule, pattern=_doc(rule.pattern), params=_doc(rule.params))
 
 
-class InMemoryRunStore(MemoryRetention, MemorySchedules, RunStore):
+class InMemoryRunStore(MemoryQueues, MemoryRetention, MemorySchedules, RunStore):
     """A run store that lives in this process only, for tests that need no file:
     ``TestEnvironment(store=InMemoryRunStore())``."""
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +32,13 @@ from cadenza.adapters.dynamodb._table import (
     update,
 )
 from cadenza.adapters.dynamodb._unit import load_doc
-from cadenza.ports.run_store import QueueConfig, RunRecord, RunStatus, refill_tokens
+from cadenza.ports.run_store import (
+    QueueConfig,
+    QueueStats,
+    RunRecord,
+    RunStatus,
+    refill_tokens,
+)
 
 
 @dataclass(slots=True)
@@ -108,6 +114,65 @@ async def runnable_heads(table: Table, now: datetime) -> list[it.Item]:
         {":p": it.RUNNABLE, ":upto": f"{it.time_key(now)}$"},
         index="gsi1",
     )
+
+
+async def queue_stats(table: Table, now: datetime) -> list[QueueStats]:
+    """Per queue: runnable runs (by the claim's own test), when the oldest became due,
+    live leases, and suspended runs whose wake time is ahead.
+
+    What it reads: the whole ``RUNNABLE`` partition of ``gsi1`` (one Query, paged), whose
+    projection carries status, queue, creation, wake and lease times. That partition is
+    exactly the PENDING runs, the SUSPENDED runs with a wake time and the RUNNING runs, so
+    neither ended runs nor runs parked with no wake time are read. The index does not
+    carry when a PENDING run last changed, only when it was created (never later): the
+    heads of the oldest-created PENDING runs of each queue are read, a batch at a time,
+    only until no remaining PENDING run of the queue was created before the oldest due
+    time found; usually that is one head per queue.
+    """
+    heads = await table.query("g1pk = :p", {":p": it.RUNNABLE}, index="gsi1")
+    stats: dict[str, QueueStats] = {"default": QueueStats("default")}
+    pending: dict[str, list[it.Item]] = {}
+    for head in heads:
+        row = stats.get(head["q"]) or QueueStats(head["q"])
+        status = RunStatus(head["st"])
+        if status == RunStatus.PENDING:
+            row = replace(row, runnable=row.runnable + 1)
+            pending.setdefault(row.queue, []).append(head)
+        elif _runnable(head, now):
+            due = datetime.fromisoformat(head["wa" if status == RunStatus.SUSPENDED else "lx"])
+            row = replace(row, runnable=row.runnable + 1, oldest_due_at=_earlier(row, due))
+        elif status == RunStatus.RUNNING:
+            row = replace(row, running=row.running + 1)
+        elif status == RunStatus.SUSPENDED:
+            row = replace(row, waiting=row.waiting + 1)
+        stats[row.queue] = row
+    for unread in pending.values():
+        unread.sort(key=lambda h: (h["cr"], h["pk"]), reverse=True)  # oldest last
+    while True:
+        batch = [
+            (queue, unread.pop())
+            for queue, unread in pending.items()
+            if unread and _may_be_older(unread[-1], stats[queue])
+        ]
+        if not batch:
+            break
+        read = await table.batch_get([(h["pk"], it.HEAD) for _, h in batch])
+        for queue, head in batch:
+            current = read.get((head["pk"], it.HEAD))
+            due = datetime.fromisoformat((current or head).get("up") or head["cr"])
+            stats[queue] = replace(stats[queue], oldest_due_at=_earlier(stats[queue], due))
+    return [stats[name] for name in sorted(stats)]
+
+
+def _may_be_older(head: it.Item, row: QueueStats) -> bool:
+    """Whether the PENDING run of ``head`` may have become due before ``row``'s oldest
+    (it cannot have changed before it was created)."""
+    oldest = row.oldest_due_at
+    return oldest is None or datetime.fromisoformat(head["cr"]) < oldest
+
+
+def _earlier(row: QueueStats, due: datetime) -> datetime:
+    return due if row.oldest_due_at is None else min(row.oldest_due_at, due)
 
 
 def _runnable(head: it.Item, now: datetime) -> bool:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 from cadenza.adapters.dynamodb import _items as it
-from cadenza.adapters.dynamodb._claims import claim_runs
+from cadenza.adapters.dynamodb._claims import claim_runs, queue_stats
 from cadenza.adapters.dynamodb._events import DynamoDbEvents
 from cadenza.adapters.dynamodb._intents import INTENT, apply_intent, finish_intent, fits, intent
 from cadenza.adapters.dynamodb._journal import journal_writes, op_writes, read_activation, tombstone
@@ -71,6 +71,7 @@ from cadenza.ports.run_store import (
     Checkpoint,
     CommitResult,
     QueueConfig,
+    QueueStats,
     Redrive,
     RunPage,
     RunRecord,
@@ -446,6 +447,9 @@ class DynamoDbRunStore(DynamoDbEvents, DynamoDbSchedules, DynamoDbRetention, Run
 
     async def list_queues(self) -> list[QueueConfig]:
         return [it.queue_of(i) for i in await self.table.query("pk = :p", {":p": it.QUEUES})]
+
+    async def queue_stats(self, *, now: datetime) -> list[QueueStats]:
+        return await queue_stats(self.table, now)
 
     # --- activations --------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Claiming runs in PostgreSQL: SKIP LOCKED leases, and queue flow control across workers.
 
 A plain claim is one statement: lock the best runnable rows nobody else is locking
-(``FOR UPDATE SKIP LOCKED``), lease them, bump their fencing epoch, return them. It never
+(``FOR UPDATE SKIP LOCKED``), lease them, bump their fencing epoch, return them; the same
+round trip reads the journals and callbacks their activations load first. It never
 takes runs of a limited queue (one with a concurrency cap or a rate limit). Those are
 claimed in a transaction that first locks the queue's row, so that counting its live
 leases and taking new ones cannot interleave between two workers; a worker that finds the
@@ -11,19 +12,54 @@ queue row locked skips the queue this time instead of waiting.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from cadenza.adapters.postgres._rows import RUN_COLUMNS, queue_from_row
+from cadenza.adapters.postgres._rows import (
+    CALLBACK_COLUMNS,
+    OP_COLUMNS,
+    RUN_COLUMNS,
+    callback_from_row,
+    op_from_row,
+    queue_from_row,
+)
 from cadenza.adapters.postgres._writes import Conn
-from cadenza.ports.run_store import refill_tokens
+from cadenza.journal import OpRecord
+from cadenza.ports.run_store import CallbackRecord, refill_tokens
 
 RUNNABLE = (
     "(status = 'PENDING' OR (status = 'SUSPENDED' AND wake_at <= %(now)s)"
     " OR (status = 'RUNNING' AND lease_expires_at <= %(now)s))"
 )
 _ORDER = " ORDER BY priority DESC, created_at"
+
+
+def queue_stats_query(schema: str) -> str:
+    """Per queue: runnable runs (by :data:`RUNNABLE`, the claim's own predicate), when the
+    oldest of them became due, live leases, and suspended runs whose wake time is ahead.
+
+    Three index scans, one per open status, over the partial indexes the claims use
+    (``runs_pending``, ``runs_due`` from the first wake time, ``runs_queue_leases``), so
+    ended runs and runs parked with no wake time are never read. Takes ``now``.
+    """
+    columns = (
+        f"SELECT queue, ({RUNNABLE})::int AS runnable, CASE WHEN {RUNNABLE} THEN CASE status"
+        " WHEN 'PENDING' THEN updated_at WHEN 'SUSPENDED' THEN wake_at"
+        " ELSE lease_expires_at END END AS due,"
+        " (status = 'RUNNING' AND lease_expires_at > %(now)s)::int AS running,"
+        " (status = 'SUSPENDED' AND wake_at > %(now)s)::int AS waiting"
+        f" FROM {schema}.runs WHERE "
+    )
+    return (
+        "SELECT queue, sum(runnable) AS runnable, min(due) AS due, sum(running) AS running,"
+        " sum(waiting) AS waiting FROM ("
+        + f"{columns}status = 'PENDING'"
+        + f" UNION ALL {columns}status = 'SUSPENDED' AND wake_at IS NOT NULL"
+        + f" UNION ALL {columns}status = 'RUNNING'"
+        + ") open GROUP BY queue"
+    )
 
 
 def filters(
@@ -77,16 +113,40 @@ def _unlimited(schema: str) -> str:
 
 async def claim_plain(
     conn: Conn, schema: str, where: list[str], params: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Lease the best runnable runs of unlimited queues; one statement."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Lease the best runnable runs of unlimited queues, and read what their activations
+    load first: their journal records and callbacks. One round trip: the three statements
+    leave in one pipeline, and run in its one implicit transaction, so the reads see the
+    runs just leased (found by the lease's own expiry time, which the partial index on
+    running runs' leases serves) and commit with the lease. The rows of the reads carry
+    the run id and the epoch of the lease they were read under."""
     picked = (
         f"SELECT run_id FROM {schema}.runs WHERE "
         + " AND ".join([*where, _unlimited(schema)])
         + _ORDER
         + " LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
     )
-    cur = await conn.execute(_lease(schema, picked), params)
-    return await cur.fetchall()
+    leased = (
+        f" FROM {schema}.runs r JOIN {schema}.{{table}} x ON x.run_id = r.run_id"
+        " WHERE r.status = 'RUNNING' AND r.lease_expires_at = %(until)s"
+        " AND r.lease_owner = %(owner)s"
+    )
+    keys = {"owner": params["owner"], "until": params["until"]}
+    ops_columns = ", ".join(f"x.{c.strip()}" for c in OP_COLUMNS.split(","))
+    callback_columns = ", ".join(
+        f"x.{c.strip()}" for c in CALLBACK_COLUMNS.split(",") if c.strip() != "run_id"
+    )
+    async with conn.pipeline():
+        claimed = await conn.execute(_lease(schema, picked), params)
+        ops = await conn.execute(
+            f"SELECT r.run_id, r.lease_epoch, {ops_columns}" + leased.format(table="ops"), keys
+        )
+        callbacks = await conn.execute(
+            f"SELECT r.run_id, r.lease_epoch, {callback_columns}"
+            + leased.format(table="callbacks"),
+            keys,
+        )
+        return await claimed.fetchall(), await ops.fetchall(), await callbacks.fetchall()
 
 
 async def claim_limited(
@@ -170,3 +230,55 @@ async def claim_limited(
             (tokens[queue] - count, now, queue),
         )
     return claimed
+
+
+class Prefetched:
+    """The journals and callbacks read with a claim, until each run's activation loads
+    them (once: the engine reloads after a conflict, and then reads the tables).
+
+    Only the runs that claim returned are kept, under the epoch it leased them with. An
+    entry is given out for at most ``max_age`` seconds, and dropped when the run commits:
+    the lease holder is the only writer of a run's journal, and its activation loads
+    before it commits, so within that time the entry is what the tables hold. Callbacks
+    may be completed meanwhile by others, as they may between any read and the
+    activation; the wake-up flag, which the claim cleared, catches that.
+    """
+
+    def __init__(self, *, max_age: float = 2.0, max_entries: int = 4096) -> None:
+        self._max_age = max_age
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[float, list[OpRecord], list[CallbackRecord]]] = {}
+
+    def put(
+        self,
+        runs: list[dict[str, Any]],
+        ops: list[dict[str, Any]],
+        callbacks: list[dict[str, Any]],
+    ) -> None:
+        if not runs:
+            return
+        leased = {r["run_id"]: r["lease_epoch"] for r in runs}
+        journals: dict[str, list[OpRecord]] = {run_id: [] for run_id in leased}
+        waiting: dict[str, list[CallbackRecord]] = {run_id: [] for run_id in leased}
+        for row in ops:
+            if leased.get(row["run_id"]) == row["lease_epoch"]:
+                journals[row["run_id"]].append(op_from_row(row))
+        for row in callbacks:
+            if leased.get(row["run_id"]) == row["lease_epoch"]:
+                waiting[row["run_id"]].append(callback_from_row(row))
+        now = time.monotonic()
+        if len(self._entries) + len(leased) > self._max_entries:
+            self._entries = {k: v for k, v in self._entries.items() if now - v[0] < self._max_age}
+            if len(self._entries) + len(leased) > self._max_entries:
+                self._entries.clear()
+        for run_id in leased:
+            self._entries[run_id] = (now, journals[run_id], waiting[run_id])
+
+    def take(self, run_id: str) -> tuple[list[OpRecord], list[CallbackRecord]] | None:
+        entry = self._entries.pop(run_id, None)
+        if entry is None or time.monotonic() - entry[0] > self._max_age:
+            return None
+        return entry[1], entry[2]
+
+    def drop(self, run_id: str) -> None:
+        self._entries.pop(run_id, None)

@@ -7,11 +7,13 @@ those that arrive while groups are being written make up the next one. A group o
 written as before (one statement in autocommit for the common checkpoint). A larger group
 takes one connection and one transaction. The common checkpoint is one statement that
 writes all of itself or, fenced off, nothing (it then fails with LeaseLost), so it needs
-no savepoint; one that resolves callbacks, starts children or touches other runs can be
-rejected halfway, so it runs inside a SAVEPOINT and rolls back to it, failing alone. A
-statement PostgreSQL refuses (a value it cannot store, a deadlock) aborts the whole
-transaction: then the group is rolled back and each of its checkpoints written again on
-its own, so that only the refused one fails.
+no savepoint and no answer before the next one goes: BEGIN, these statements and COMMIT
+leave in one pipeline, one round trip for the whole group (a round trip costs both
+processes more CPU than the SQL of a small checkpoint). One that resolves callbacks,
+starts children or touches other runs can be rejected halfway, so it follows them inside
+a SAVEPOINT and rolls back to it, failing alone. A statement PostgreSQL refuses (a value
+it cannot store, a deadlock) aborts the whole transaction: then the group is rolled back
+and each of its checkpoints written again on its own, so that only the refused one fails.
 
 Callers hear back only after COMMIT, so nobody learns of a checkpoint before it is
 durable, and notifications (``pg_notify``) of a rolled-back savepoint are never sent. If
@@ -29,8 +31,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import psycopg
-from psycopg import errors
+from psycopg import AsyncCursor, errors
 from psycopg.pq import TransactionStatus
+from psycopg.rows import DictRow
 
 from cadenza.adapters.postgres._writes import Conn, needs_transaction
 from cadenza.errors import StoreError
@@ -52,12 +55,18 @@ class CommitGroups:
         self,
         *,
         connection: Callable[[], AbstractAsyncContextManager[Conn]],
+        send: Callable[[Conn, Checkpoint], Awaitable[AsyncCursor[DictRow]]],
+        result: Callable[[dict[str, Any]], CommitResult],
+        fenced: Callable[[Conn, Checkpoint], Awaitable[Exception]],
         write: Callable[[Conn, Checkpoint], Awaitable[CommitResult]],
         alone: Callable[[Checkpoint], Awaitable[CommitResult]],
         translate: Callable[[psycopg.Error], StoreError],
         max_writers: int = 1,
     ) -> None:
         self._connection = connection
+        self._send = send
+        self._result = result
+        self._fenced = fenced
         self._write = write
         self._alone = alone
         self._translate = translate
@@ -79,13 +88,21 @@ class CommitGroups:
 
     async def _drain(self) -> None:
         self._starting = False
-        while self._pending:
-            batch = self._pending[:MAX_GROUP]
-            del self._pending[:MAX_GROUP]
-            if len(batch) == 1:
-                await self._one(*batch[0])
-            else:
-                await self._group(batch)
+        try:
+            while self._pending:
+                batch = self._pending[:MAX_GROUP]
+                del self._pending[:MAX_GROUP]
+                if len(batch) == 1:
+                    await self._one(*batch[0])
+                else:
+                    await self._group(batch)
+        finally:
+            # Leave the set of writers now, not in a done callback: a caller woken by
+            # the last result may submit before that callback runs, and with every
+            # writer still counted, its checkpoint would wait for someone else's.
+            writer = asyncio.current_task()
+            if writer is not None:
+                self._writers.discard(writer)
 
     async def _one(self, checkpoint: Checkpoint, future: asyncio.Future[CommitResult]) -> None:
         try:
@@ -100,56 +117,53 @@ class CommitGroups:
     async def _group(self, batch: list[Pending]) -> None:
         held: list[tuple[asyncio.Future[CommitResult], bool, Any]] = []
         again: list[Pending] = []
+        # One-statement checkpoints write all of themselves or, fenced off, nothing, so
+        # they need no savepoint and no answer before the next is sent: they leave with
+        # BEGIN (and COMMIT, when nothing else follows) in one pipeline, one round trip.
+        # One that goes on to resolve callbacks, start children or touch other runs can
+        # be rejected halfway: each has a savepoint, written after them.
+        bare = [p for p in batch if not needs_transaction(p[0])]
+        isolated = [p for p in batch if needs_transaction(p[0])]
+        fenced: list[Pending] = []
         try:
             async with self._connection() as conn:
-                await conn.execute("BEGIN")
-                for n, (checkpoint, future) in enumerate(batch):
-                    # A one-statement checkpoint writes all of itself or, fenced off,
-                    # nothing, so it needs no savepoint of its own; one that goes on to
-                    # resolve callbacks, start children or touch other runs can be
-                    # rejected halfway, and has one.
-                    isolate = needs_transaction(checkpoint)
-                    try:
-                        if isolate:
-                            await conn.execute(f"SAVEPOINT checkpoint_{n}")
-                        result = await self._write(conn, checkpoint)
-                        if isolate:
-                            await conn.execute(f"RELEASE SAVEPOINT checkpoint_{n}")
-                    except (psycopg.OperationalError, psycopg.InterfaceError):
-                        raise  # the connection's failure, not this checkpoint's: all fail
-                    except Exception as exc:
-                        if not isolate:
-                            if conn.info.transaction_status == TransactionStatus.INERROR:
-                                # PostgreSQL refused the statement and with it the whole
-                                # transaction (rare: a value it cannot store, a deadlock).
-                                # Take it all back and write each checkpoint on its own,
-                                # so that only the refused one fails.
-                                await conn.execute("ROLLBACK")
-                                again, held = list(batch), []
-                                break
-                            held.append((future, False, exc))  # fenced off: nothing written
-                            continue
-                        await conn.execute(f"ROLLBACK TO SAVEPOINT checkpoint_{n}")
-                        if isinstance(exc, (errors.DeadlockDetected, errors.SerializationFailure)):
-                            again.append((checkpoint, future))
-                        elif isinstance(exc, psycopg.Error):
-                            rejected = self._translate(exc)
-                            rejected.__cause__ = exc
-                            held.append((future, False, rejected))
-                        else:
-                            held.append((future, False, exc))
-                        continue
-                    held.append((future, True, result))
+                try:
+                    async with conn.pipeline() as pipeline:
+                        await conn.execute("BEGIN")
+                        sent = [(p, await self._send(conn, p[0])) for p in bare]
+                        done = await conn.execute("COMMIT") if not isolated else None
+                        await pipeline.sync()
+                        for pending, cursor in sent:
+                            row = await cursor.fetchone()
+                            if row is None:
+                                fenced.append(pending)
+                            else:
+                                held.append((pending[1], True, self._result(row)))
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    raise  # the connection's failure, not a checkpoint's: all fail
+                except psycopg.Error:
+                    if conn.info.transaction_status != TransactionStatus.INERROR:
+                        raise
+                    # PostgreSQL refused a statement and with it the whole transaction
+                    # (rare: a value it cannot store, a deadlock). Take it all back and
+                    # write each checkpoint on its own, so that only the refused one fails.
+                    await conn.execute("ROLLBACK")
+                    again, held, fenced, isolated, done = list(batch), [], [], [], None
                 else:
+                    for n, (checkpoint, future) in enumerate(isolated):
+                        await self._isolated(conn, n, checkpoint, future, held, again)
+                    if isolated:
+                        done = await conn.execute("COMMIT")
+                if done is not None and done.statusmessage != "COMMIT":
                     # PostgreSQL answers COMMIT of an aborted transaction with ROLLBACK,
                     # not an error: never tell a caller of a commit that did not happen.
-                    done = await conn.execute("COMMIT")
-                    if done.statusmessage != "COMMIT":
-                        raise StoreError(
-                            f"PostgreSQL rolled a group of checkpoints back"
-                            f" ({done.statusmessage}); nothing of it was stored, try again",
-                            retryable=True,
-                        )
+                    raise StoreError(
+                        f"PostgreSQL rolled a group of checkpoints back"
+                        f" ({done.statusmessage}); nothing of it was stored, try again",
+                        retryable=True,
+                    )
+                for checkpoint, future in fenced:  # why: read after the group, it wrote nothing
+                    held.append((future, False, await self._fenced(conn, checkpoint)))
         except BaseException as exc:
             # Nothing of the group is kept: an open transaction dies with its connection
             # (the pool rolls back one handed back in a transaction).
@@ -168,6 +182,36 @@ class CommitGroups:
             _settle(future, ok, value)
         for checkpoint, future in again:
             await self._one(checkpoint, future)
+
+    async def _isolated(
+        self,
+        conn: Conn,
+        n: int,
+        checkpoint: Checkpoint,
+        future: asyncio.Future[CommitResult],
+        held: list[tuple[asyncio.Future[CommitResult], bool, Any]],
+        again: list[Pending],
+    ) -> None:
+        """Write one checkpoint of the group inside a savepoint of its own; rejected, it
+        rolls back to it and fails alone."""
+        try:
+            await conn.execute(f"SAVEPOINT checkpoint_{n}")
+            result = await self._write(conn, checkpoint)
+            await conn.execute(f"RELEASE SAVEPOINT checkpoint_{n}")
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise  # the connection's failure, not this checkpoint's: all fail
+        except Exception as exc:
+            await conn.execute(f"ROLLBACK TO SAVEPOINT checkpoint_{n}")
+            if isinstance(exc, (errors.DeadlockDetected, errors.SerializationFailure)):
+                again.append((checkpoint, future))
+            elif isinstance(exc, psycopg.Error):
+                rejected = self._translate(exc)
+                rejected.__cause__ = exc
+                held.append((future, False, rejected))
+            else:
+                held.append((future, False, exc))
+            return
+        held.append((future, True, result))
 
 
 def _settle(future: asyncio.Future[CommitResult], ok: bool, value: Any) -> None:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
-from psycopg import AsyncConnection, errors
+from psycopg import AsyncConnection, AsyncCursor, errors
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -70,6 +70,7 @@ from cadenza.ports.run_store import (
     CommitResult,
     OutboxEntry,
     QueueConfig,
+    QueueStats,
     Redrive,
     RunRecord,
     RunStore,
@@ -112,8 +113,12 @@ class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedul
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener = WorkListener(conninfo, self.channel)
         self._limited: tuple[float, list[str]] = (0.0, [])
+        self._loaded = _claims.Prefetched()
         self._groups = CommitGroups(
             connection=self._connection,
+            send=self._send_checkpoint,
+            result=_commit_result,
+            fenced=lambda conn, cp: _writes.fence_error(conn, self.schema, cp),
             write=self._checkpoint_in,
             alone=self._commit_alone,
             translate=_translate,
@@ -325,7 +330,8 @@ class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedul
             limited = [q for q in limited if q in queues]
         if not limited:
             async with self._connection() as conn:
-                rows = await _claims.claim_plain(conn, self.schema, where, params)
+                rows, ops, callbacks = await _claims.claim_plain(conn, self.schema, where, params)
+            self._loaded.put(rows, ops, callbacks)
         else:
             rows = await self._transaction(
                 lambda conn: _claims.claim_limited(conn, self.schema, where, params, limited, now)
@@ -469,6 +475,19 @@ class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedul
         rows = await self._all(f"SELECT {QUEUE_COLUMNS} FROM {self.schema}.queues ORDER BY name")
         return [queue_from_row(r) for r in rows]
 
+    async def queue_stats(self, *, now: datetime) -> list[QueueStats]:
+        rows = await self._all(_claims.queue_stats_query(self.schema), {"now": now})
+        stats = {"default": QueueStats("default")}
+        for r in rows:
+            stats[r["queue"]] = QueueStats(
+                r["queue"],
+                runnable=int(r["runnable"] or 0),
+                running=int(r["running"] or 0),
+                waiting=int(r["waiting"] or 0),
+                oldest_due_at=utc(r["due"]),
+            )
+        return [stats[name] for name in sorted(stats)]
+
     # --- activations --------------------------------------------------------------------
 
     async def load_journal(self, run_id: str) -> list[OpRecord]:
@@ -485,6 +504,9 @@ class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedul
         return [callback_from_row(r) for r in rows]
 
     async def load_activation(self, run_id: str) -> tuple[list[OpRecord], list[CallbackRecord]]:
+        loaded = self._loaded.take(run_id)  # read with the claim a moment ago
+        if loaded is not None:
+            return loaded
         s = self.schema
         async with self._connection() as conn, conn.pipeline():  # one round trip
             ops = await conn.execute(
@@ -499,10 +521,17 @@ class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedul
             )
 
     async def commit(self, checkpoint: Checkpoint) -> CommitResult:
+        self._loaded.drop(checkpoint.run_id)  # what the claim read is no longer the journal
         if checkpoint.events:  # our own relay need not wait for the notification
             self._listener.outbox_changed()
         # Concurrent checkpoints share one transaction (see _group).
         return await self._groups.submit(checkpoint)
+
+    async def _send_checkpoint(self, conn: Conn, cp: Checkpoint) -> AsyncCursor[DictRow]:
+        """Send a one-statement checkpoint; in a pipeline, its answer is read later."""
+        return await conn.execute(
+            *_writes.checkpoint_statement(self.schema, cp, channel=self.channel)
+        )
 
     async def _checkpoint_in(self, conn: Conn, cp: Checkpoint) -> CommitResult:
         """One checkpoint of a group, inside the group's transaction."""
@@ -609,6 +638,10 @@ class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedul
             f"DELETE FROM {self.schema}.rules WHERE name = %s RETURNING name", (name,)
         )
         return row is not None
+
+
+def _commit_result(row: dict[str, Any]) -> CommitResult:
+    return CommitResult(cancel_requested=bool(row["cancel_requested"]))
 
 
 def _translate(exc: psycopg.Error) -> StoreError:

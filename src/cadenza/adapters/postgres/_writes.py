@@ -16,6 +16,7 @@ rare deadlock that remains (cancelling a tree while one of its children ends).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -38,6 +39,7 @@ from cadenza.adapters.postgres._rows import (
 from cadenza.errors import (
     CallbackNotFound,
     CheckpointConflict,
+    ErrorInfo,
     LeaseLost,
     RunNotFound,
     RunStateError,
@@ -45,6 +47,7 @@ from cadenza.errors import (
 from cadenza.history import HistoryEvent
 from cadenza.journal import OpRecord
 from cadenza.ports.run_store import (
+    CallbackRecord,
     CallbackResolution,
     Cancellation,
     Checkpoint,
@@ -78,78 +81,38 @@ async def apply_checkpoint(
 ) -> dict[str, Any] | None:
     """The one statement of a checkpoint; the run row's flags, or None when the fence
     failed (nothing was written)."""
-    s = schema
-    sets = ["updated_at = %(now)s"]
+    cur = await conn.execute(*checkpoint_statement(schema, cp, channel=channel))
+    return await cur.fetchone()
+
+
+def checkpoint_statement(
+    schema: str, cp: Checkpoint, *, channel: str
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of a checkpoint's one statement (see :func:`apply_checkpoint`).
+
+    The SQL depends only on which parts the checkpoint has, so the few texts are built
+    once and psycopg prepares each on every connection after a few uses: PostgreSQL then
+    neither parses nor plans a checkpoint again.
+    """
     params: dict[str, Any] = {
         "now": cp.now,
         "run_id": cp.run_id,
         "owner": cp.owner,
         "epoch": cp.expected_epoch,
-        "channel": channel,
     }
+    touches_run = cp.state is not None or cp.outcome is not None or cp.suspend
+    if touches_run:
+        params["channel"] = channel
     if cp.state is not None:
-        sets.append("state = %(state)s")
-        params["state"] = jsonb(cp.state)
+        params["state"] = _json_param(cp.state)
     if cp.outcome is not None:
-        sets += [
-            "status = %(status)s",
-            "result = %(result)s",
-            "error = %(error)s",
-            "lease_owner = NULL",
-            "lease_expires_at = NULL",
-            "wake_at = NULL",
-        ]
-        params.update(
-            status=str(cp.outcome.status),
-            result=cp.outcome.result,
-            error=error_jsonb(cp.outcome.error),
-        )
+        params["status"] = str(cp.outcome.status)
+        params["result"] = cp.outcome.result
+        params["error"] = _error_param(cp.outcome.error)
     elif cp.suspend:
-        sets += [
-            "status = CASE WHEN wake_requested THEN 'PENDING' ELSE 'SUSPENDED' END",
-            "wake_at = %(wake_at)s",
-            "lease_owner = NULL",
-            "lease_expires_at = NULL",
-        ]
         params["wake_at"] = cp.wake_at
-    ctes = [
-        f"fence AS (UPDATE {s}.runs SET {', '.join(sets)} WHERE run_id = %(run_id)s"
-        " AND lease_owner = %(owner)s AND lease_epoch = %(epoch)s"
-        " RETURNING cancel_requested, status, queue)"
-    ]
     if cp.ops:
-        params["ops"] = _json_param(
-            [
-                {
-                    "op_id": op.op_id,
-                    "parent_id": op.parent_id,
-                    "type": str(op.type),
-                    "name": op.name,
-                    "status": str(op.status),
-                    "attempt": op.attempt,
-                    "result": op.result,
-                    "error": op.error.to_dict() if op.error is not None else None,
-                    "started_at": _iso(op.started_at),
-                    "ended_at": _iso(op.ended_at),
-                    "data": op.data or None,
-                }
-                for op in cp.ops
-            ]
-        )
-        ctes.append(
-            f"new_ops AS (INSERT INTO {s}.ops (run_id, op_id, parent_id, type, name, status,"
-            " attempt, result, error, started_at, ended_at, data)"
-            " SELECT %(run_id)s, o.op_id, o.parent_id, o.type, o.name, o.status, o.attempt,"
-            " o.result, o.error, o.started_at, o.ended_at, o.data"
-            " FROM jsonb_to_recordset(%(ops)s::jsonb) AS o(op_id text, parent_id text,"
-            " type text, name text, status text, attempt integer, result text, error jsonb,"
-            " started_at timestamptz, ended_at timestamptz, data jsonb)"
-            " WHERE EXISTS (SELECT 1 FROM fence)"
-            " ON CONFLICT (run_id, op_id) DO UPDATE SET status = excluded.status,"
-            " attempt = excluded.attempt, result = excluded.result, error = excluded.error,"
-            " started_at = excluded.started_at, ended_at = excluded.ended_at,"
-            " data = excluded.data)"
-        )
+        params["ops"] = _json_param([_op_row(op) for op in cp.ops])
     if cp.history:
         params["history"] = _json_param(
             [
@@ -164,37 +127,102 @@ async def apply_checkpoint(
                 for e in cp.history
             ]
         )
+    if cp.callbacks:
+        params["callbacks"] = _json_param([_callback_row(cb) for cb in cp.callbacks])
+    if cp.events:
+        params["events"] = _json_param(list(cp.events))
+        params["channel"] = channel
+    sql = _checkpoint_sql(
+        schema,
+        state=cp.state is not None,
+        outcome=cp.outcome is not None,
+        suspend=cp.suspend and cp.outcome is None,
+        ops=bool(cp.ops),
+        history=bool(cp.history),
+        callbacks=bool(cp.callbacks),
+        events=bool(cp.events),
+    )
+    return sql, params
+
+
+@functools.lru_cache(maxsize=256)
+def _checkpoint_sql(
+    s: str,
+    *,
+    state: bool,
+    outcome: bool,
+    suspend: bool,
+    ops: bool,
+    history: bool,
+    callbacks: bool,
+    events: bool,
+) -> str:
+    touches_run = state or outcome or suspend
+    if touches_run:
+        sets = ["updated_at = %(now)s"]
+        if state:
+            sets.append("state = %(state)s::jsonb")
+        if outcome:
+            sets += [
+                "status = %(status)s",
+                "result = %(result)s",
+                "error = %(error)s::jsonb",
+                "lease_owner = NULL",
+                "lease_expires_at = NULL",
+                "wake_at = NULL",
+            ]
+        elif suspend:
+            sets += [
+                "status = CASE WHEN wake_requested THEN 'PENDING' ELSE 'SUSPENDED' END",
+                "wake_at = %(wake_at)s",
+                "lease_owner = NULL",
+                "lease_expires_at = NULL",
+            ]
+        fence = (
+            f"fence AS (UPDATE {s}.runs SET {', '.join(sets)} WHERE run_id = %(run_id)s"
+            " AND lease_owner = %(owner)s AND lease_epoch = %(epoch)s"
+            " RETURNING cancel_requested, status, queue)"
+        )
+    else:
+        # Nothing about the run itself changes (a step's result, say): leave its row
+        # alone, as the SQLite store does. The row is only locked (FOR SHARE), which a
+        # claim's FOR UPDATE or any UPDATE of the run waits for, so the fence holds until
+        # COMMIT as an update's lock would; but no new row version and no index entries
+        # are written (updated_at is indexed, so even a bare update of it is never HOT).
+        fence = (
+            f"fence AS (SELECT cancel_requested, status, queue FROM {s}.runs"
+            " WHERE run_id = %(run_id)s AND lease_owner = %(owner)s"
+            " AND lease_epoch = %(epoch)s FOR SHARE)"
+        )
+    ctes = [fence]
+    # json_to_recordset reads the text once; the jsonb variant would first build (and key-
+    # sort) a jsonb document only to take it apart again.
+    if ops:
+        ctes.append(
+            f"new_ops AS (INSERT INTO {s}.ops (run_id, op_id, parent_id, type, name, status,"
+            " attempt, result, error, started_at, ended_at, data)"
+            " SELECT %(run_id)s, o.op_id, o.parent_id, o.type, o.name, o.status, o.attempt,"
+            " o.result, o.error, o.started_at, o.ended_at, o.data"
+            " FROM json_to_recordset(%(ops)s::json) AS o(op_id text, parent_id text,"
+            " type text, name text, status text, attempt integer, result text, error jsonb,"
+            " started_at timestamptz, ended_at timestamptz, data jsonb)"
+            " WHERE EXISTS (SELECT 1 FROM fence)"
+            " ON CONFLICT (run_id, op_id) DO UPDATE SET status = excluded.status,"
+            " attempt = excluded.attempt, result = excluded.result, error = excluded.error,"
+            " started_at = excluded.started_at, ended_at = excluded.ended_at,"
+            " data = excluded.data)"
+        )
+    if history:
         ctes.append(
             f"new_history AS (INSERT INTO {s}.history (run_id, type, ts, op_id, parent_id,"
             " name, details)"
             " SELECT %(run_id)s, h.type, h.ts, h.op_id, h.parent_id, h.name, h.details"
-            " FROM ROWS FROM (jsonb_to_recordset(%(history)s::jsonb) AS (type text,"
+            " FROM ROWS FROM (json_to_recordset(%(history)s::json) AS (type text,"
             " ts timestamptz, op_id text, parent_id text, name text, details jsonb))"
             " WITH ORDINALITY AS h(type, ts, op_id, parent_id, name, details, n)"
             " WHERE EXISTS (SELECT 1 FROM fence) ORDER BY h.n)"
         )
-    if cp.callbacks:
-        params["callbacks"] = _json_param(
-            [
-                {
-                    "callback_id": cb.callback_id,
-                    "run_id": cb.run_id,
-                    "op_id": cb.op_id,
-                    "kind": str(cb.kind),
-                    "status": str(cb.status),
-                    "created_at": _iso(cb.created_at),
-                    "expires_at": _iso(cb.expires_at),
-                    "heartbeat_timeout_s": cb.heartbeat_timeout_s,
-                    "heartbeat_at": _iso(cb.heartbeat_at),
-                    "pattern": cb.pattern,
-                    "result": cb.result,
-                    "error": cb.error.to_dict() if cb.error is not None else None,
-                    "completed_at": _iso(cb.completed_at),
-                    "payload_schema": cb.payload_schema,
-                }
-                for cb in cp.callbacks
-            ]
-        )
+    if callbacks:
         ctes.append(
             f"new_callbacks AS (INSERT INTO {s}.callbacks (callback_id, run_id, op_id, kind,"
             " status, created_at, expires_at, heartbeat_timeout_s, heartbeat_at, pattern,"
@@ -202,15 +230,14 @@ async def apply_checkpoint(
             " SELECT c.callback_id, c.run_id, c.op_id, c.kind, c.status, c.created_at,"
             " c.expires_at, c.heartbeat_timeout_s, c.heartbeat_at, c.pattern, c.result,"
             " c.error, c.completed_at, c.payload_schema"
-            " FROM jsonb_to_recordset(%(callbacks)s::jsonb) AS c(callback_id text,"
+            " FROM json_to_recordset(%(callbacks)s::json) AS c(callback_id text,"
             " run_id text, op_id text, kind text, status text, created_at timestamptz,"
             " expires_at timestamptz, heartbeat_timeout_s double precision,"
             " heartbeat_at timestamptz, pattern jsonb, result text, error jsonb,"
             " completed_at timestamptz, payload_schema jsonb)"
             " WHERE EXISTS (SELECT 1 FROM fence))"
         )
-    if cp.events:
-        params["events"] = _json_param(list(cp.events))
+    if events:
         ctes.append(
             f"new_events AS (INSERT INTO {s}.outbox (event_id, event, published_at)"
             " SELECT e.value ->> 'id', e.value, %(now)s"
@@ -218,28 +245,73 @@ async def apply_checkpoint(
             " WHERE EXISTS (SELECT 1 FROM fence) ORDER BY e.n"
             " ON CONFLICT (event_id) DO NOTHING)"
         )
-    # Wake idle workers when this commit made something runnable: events to relay, a
-    # wake-up that arrived while the run was running, a freed slot of a capped queue.
-    wakes = ["f.status = 'PENDING'"]
-    if cp.events:
         ctes.append(f"relayed AS (SELECT pg_notify(%(channel)s, '{OUTBOX}') FROM fence)")
-    if cp.releases:
-        wakes.append(
-            f"EXISTS (SELECT 1 FROM {s}.queues q WHERE q.name = f.queue"
-            " AND (q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL))"
+    # SELECT members of a WITH run only when referenced: counting them makes them run.
+    counts = []
+    if touches_run:
+        # Wake idle workers when this commit made something runnable: a wake-up that
+        # arrived while the run was running, a freed slot of a capped queue. A checkpoint
+        # that leaves the run row alone makes nothing runnable.
+        wakes = ["f.status = 'PENDING'"]
+        if outcome or suspend:
+            wakes.append(
+                f"EXISTS (SELECT 1 FROM {s}.queues q WHERE q.name = f.queue"
+                " AND (q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL))"
+            )
+        ctes.append(
+            "woken AS (SELECT pg_notify(%(channel)s, '') FROM fence f WHERE "
+            + " OR ".join(wakes)
+            + ")"
         )
-    ctes.append(
-        "woken AS (SELECT pg_notify(%(channel)s, '') FROM fence f WHERE " + " OR ".join(wakes) + ")"
-    )
-    sql = (
+        counts.append("(SELECT count(*) FROM woken)")
+    if events:
+        counts.append("(SELECT count(*) FROM relayed)")
+    return (
         "WITH "
         + ", ".join(ctes)
-        + " SELECT cancel_requested, status, (SELECT count(*) FROM woken)"
-        + (" + (SELECT count(*) FROM relayed)" if cp.events else "")
-        + " AS woken FROM fence"
+        + " SELECT cancel_requested, status"
+        + (f", {' + '.join(counts)} AS woken" if counts else "")
+        + " FROM fence"
     )
-    cur = await conn.execute(sql, params)
-    return await cur.fetchone()
+
+
+def _op_row(op: OpRecord) -> dict[str, Any]:
+    return {
+        "op_id": op.op_id,
+        "parent_id": op.parent_id,
+        "type": str(op.type),
+        "name": op.name,
+        "status": str(op.status),
+        "attempt": op.attempt,
+        "result": op.result,
+        "error": op.error.to_dict() if op.error is not None else None,
+        "started_at": _iso(op.started_at),
+        "ended_at": _iso(op.ended_at),
+        "data": op.data or None,
+    }
+
+
+def _callback_row(cb: CallbackRecord) -> dict[str, Any]:
+    return {
+        "callback_id": cb.callback_id,
+        "run_id": cb.run_id,
+        "op_id": cb.op_id,
+        "kind": str(cb.kind),
+        "status": str(cb.status),
+        "created_at": _iso(cb.created_at),
+        "expires_at": _iso(cb.expires_at),
+        "heartbeat_timeout_s": cb.heartbeat_timeout_s,
+        "heartbeat_at": _iso(cb.heartbeat_at),
+        "pattern": cb.pattern,
+        "result": cb.result,
+        "error": cb.error.to_dict() if cb.error is not None else None,
+        "completed_at": _iso(cb.completed_at),
+        "payload_schema": cb.payload_schema,
+    }
+
+
+def _error_param(error: ErrorInfo | None) -> str | None:
+    return _json_param(error.to_dict()) if error is not None else None
 
 
 async def fence_error(conn: Conn, schema: str, cp: Checkpoint) -> Exception:

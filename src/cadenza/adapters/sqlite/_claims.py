@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cadenza.ports.run_store import QueueConfig, refill_tokens
+from cadenza.ports.run_store import QueueConfig, QueueStats, refill_tokens
 
 _COLUMNS = "name, concurrency, rate_limit, rate_period_s, tokens, refilled_at"
 
@@ -89,6 +89,41 @@ def put_queue(conn: sqlite3.Connection, config: QueueConfig) -> None:
 
 def list_queues(conn: sqlite3.Connection) -> list[QueueConfig]:
     return [_config(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM queues ORDER BY name")]
+
+
+def queue_stats(conn: sqlite3.Connection, runnable: str, now: datetime) -> list[QueueStats]:
+    """Per queue: runnable runs (by ``runnable``, the claim's own predicate), when the
+    oldest of them became due, live leases, and suspended runs whose wake time is ahead.
+
+    One statement of three index searches, one per open status (``runs_leases`` or
+    ``runs_queue_leases`` for PENDING and RUNNING, ``runs_due`` from the first wake time
+    for SUSPENDED), so ended runs and runs parked with no wake time are never read.
+    """
+    columns = (
+        f"SELECT queue, {runnable} AS runnable, CASE WHEN {runnable} THEN CASE status"
+        " WHEN 'PENDING' THEN updated_at WHEN 'SUSPENDED' THEN wake_at"
+        " ELSE lease_expires_at END END AS due,"
+        " status = 'RUNNING' AND lease_expires_at > :now AS running,"
+        " status = 'SUSPENDED' AND wake_at > :now AS waiting FROM runs WHERE "
+    )
+    rows = conn.execute(
+        "SELECT queue, SUM(runnable), MIN(due), SUM(running), SUM(waiting) FROM ("
+        + f"{columns}status = 'PENDING'"
+        + f" UNION ALL {columns}status = 'SUSPENDED' AND wake_at IS NOT NULL"
+        + f" UNION ALL {columns}status = 'RUNNING'"
+        + ") GROUP BY queue",
+        {"now": now.timestamp()},
+    ).fetchall()
+    stats = {"default": QueueStats("default")}
+    for queue, ready, due, running, waiting in rows:
+        stats[queue] = QueueStats(
+            queue,
+            runnable=int(ready or 0),
+            running=int(running or 0),
+            waiting=int(waiting or 0),
+            oldest_due_at=datetime.fromtimestamp(due, UTC) if due is not None else None,
+        )
+    return [stats[name] for name in sorted(stats)]
 
 
 def pick_runs(

@@ -53,6 +53,7 @@ from cadenza.ports.run_store import (
     CommitResult,
     OutboxEntry,
     QueueConfig,
+    QueueStats,
     Redrive,
     RunRecord,
     RunStatus,
@@ -72,6 +73,8 @@ _RUN_COLUMNS = (
     " cancel_requested, state, trace_id, idempotency_key, created_at, updated_at, origin,"
     " tenant"
 )
+# Where the run's history ends, read with the fence (the run row) in one statement.
+_LAST_SEQ = "(SELECT COALESCE(MAX(seq), 0) FROM history WHERE run_id = :run_id)"
 _CALLBACK_COLUMNS = (
     "callback_id, run_id, op_id, kind, status, created_at, expires_at, heartbeat_timeout_s,"
     " heartbeat_at, pattern, result, error, completed_at, payload_schema"
@@ -98,7 +101,7 @@ class SqliteRunStore(SqliteRetention, SqliteServiceTables, SqliteSchedules, RunS
         # retryable StoreError ("database is locked").
         self.busy_timeout = busy_timeout
         self.url = f"sqlite:///{self.path}"
-        self._writer = SqliteWriter(self._connect, self.path)
+        self._writer = SqliteWriter(self._connect, self.path, self.synchronous)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteRunStore:
@@ -125,6 +128,10 @@ class SqliteRunStore(SqliteRetention, SqliteServiceTables, SqliteSchedules, RunS
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._writer.submit(fn, write=True)
+
+    async def _write_lazily(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A write its caller need not have on disk before going on (see _writer)."""
+        return await self._writer.submit(fn, write=True, lazy=True)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._writer.submit(fn, write=False)
@@ -201,7 +208,8 @@ class SqliteRunStore(SqliteRetention, SqliteServiceTables, SqliteSchedules, RunS
         # An idle poll must not cost a write transaction (and an fsync): look first.
         if not await self._read(lambda conn: conn.execute(probe, probe_params).fetchone()):
             return []
-        return await self._write(
+        # Lazily: whatever the claimant then commits durably makes the claim durable too.
+        return await self._write_lazily(
             lambda conn: [
                 _run_from_row(r)
                 for r in _claims.claim(conn, where, params, now, columns=_RUN_COLUMNS)
@@ -219,7 +227,7 @@ class SqliteRunStore(SqliteRetention, SqliteServiceTables, SqliteSchedules, RunS
             )
             return cur.rowcount == 1
 
-        return await self._write(renew)
+        return await self._write_lazily(renew)
 
     async def release_lease(self, run_id: str, *, owner: str, epoch: int) -> None:
         await self._write(
@@ -294,6 +302,9 @@ class SqliteRunStore(SqliteRetention, SqliteServiceTables, SqliteSchedules, RunS
 
     async def list_queues(self) -> list[QueueConfig]:
         return await self._read(_claims.list_queues)
+
+    async def queue_stats(self, *, now: datetime) -> list[QueueStats]:
+        return await self._read(lambda conn: _claims.queue_stats(conn, _RUNNABLE, now))
 
     # --- activations --------------------------------------------------------------------
 
@@ -448,6 +459,7 @@ def _callbacks_of(conn: sqlite3.Connection, run_id: str) -> list[CallbackRecord]
 
 def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
     # The run update doubles as the fence check: it only matches while the lease is ours.
+    # It also reads where the run's history ends, so the events append without a lookup.
     row = _update_run(conn, cp)
     if row is None:
         current = conn.execute(
@@ -467,7 +479,8 @@ def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
             )
     if cp.ops:
         upsert_ops(conn, cp.run_id, cp.ops)
-    _insert_history(conn, cp.run_id, cp.history)
+    if cp.history:
+        _append_history(conn, cp.run_id, cp.history, row[1] + 1)
     if cp.callbacks:
         conn.executemany(
             f"INSERT INTO callbacks ({_CALLBACK_COLUMNS}) VALUES"
@@ -483,7 +496,7 @@ def _commit(conn: sqlite3.Connection, cp: Checkpoint) -> CommitResult:
         _apply_wake_up(conn, wake_up, cp.now)
     for cancellation in cp.cancels:
         _cancel(conn, cancellation, cp.now)
-    return CommitResult(cancel_requested=bool(row["cancel_requested"]))
+    return CommitResult(cancel_requested=bool(row[0]))
 
 
 def _update_run(conn: sqlite3.Connection, cp: Checkpoint) -> sqlite3.Row | None:
@@ -497,7 +510,7 @@ def _update_run(conn: sqlite3.Connection, cp: Checkpoint) -> sqlite3.Row | None:
         # Nothing about the run itself changes (a step's result, say): check the fence with
         # a read and leave the row alone, sparing the commit a page write.
         fenced: sqlite3.Row | None = conn.execute(
-            "SELECT cancel_requested FROM runs WHERE run_id = :run_id"
+            f"SELECT cancel_requested, {_LAST_SEQ} FROM runs WHERE run_id = :run_id"
             " AND lease_owner = :owner AND lease_epoch = :epoch",
             params,
         ).fetchone()
@@ -531,7 +544,7 @@ def _update_run(conn: sqlite3.Connection, cp: Checkpoint) -> sqlite3.Row | None:
     row: sqlite3.Row | None = conn.execute(
         f"UPDATE runs SET {', '.join(sets)} WHERE run_id = :run_id"
         " AND lease_owner = :owner AND lease_epoch = :epoch"
-        " RETURNING cancel_requested",
+        f" RETURNING cancel_requested, {_LAST_SEQ}",
         params,
     ).fetchone()
     return row
@@ -707,23 +720,39 @@ def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
 
 def _insert_history(conn: sqlite3.Connection, run_id: str, events: list[HistoryEvent]) -> None:
     if events:
-        conn.executemany(
-            "INSERT INTO history (run_id, seq, type, ts, op_id, parent_id, name, details)"
-            " VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE run_id = ?1),"
-            " ?2, ?3, ?4, ?5, ?6, ?7)",
-            [
-                (
-                    run_id,
-                    str(e.type),
-                    _ts(e.timestamp),
-                    e.op_id,
-                    e.parent_id,
-                    e.name,
-                    json.dumps(e.details, default=str) if e.details else None,
-                )
-                for e in events
-            ],
-        )
+        last = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM history WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
+        _append_history(conn, run_id, events, last + 1)
+
+
+def _append_history(
+    conn: sqlite3.Connection, run_id: str, events: list[HistoryEvent], first_seq: int
+) -> None:
+    """Append ``events`` to the run's history as seqs ``first_seq``, ``first_seq + 1``, …
+    (the caller read where the history ends inside this transaction)."""
+    conn.executemany(
+        "INSERT INTO history (run_id, seq, type, ts, op_id, parent_id, name, details)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                run_id,
+                seq,
+                str(e.type),
+                e.timestamp.timestamp(),
+                e.op_id,
+                e.parent_id,
+                e.name,
+                _details_json(e.details) if e.details else None,
+            )
+            for seq, e in enumerate(events, first_seq)
+        ],
+    )
+
+
+# The JSON of history details; one encoder, not one built per call as json.dumps does
+# when given options.
+_details_json = json.JSONEncoder(default=str).encode
 
 
 def _insert_events(

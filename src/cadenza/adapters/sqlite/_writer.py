@@ -14,6 +14,12 @@ transaction fails with the error, not only the one that hit it, and the remainin
 on in a fresh transaction. If the connection's state cannot be known any more, it is
 closed and the next drain opens a new one.
 
+A write whose caller does not need it on disk before hearing back (a claim, a lease
+renewal: *lazy*) skips the fsync when its whole transaction is lazy: SQLite appends to the
+WAL in order, so the next durable commit makes it durable too, and a power loss can lose it
+only together with everything written after it (a claim that is lost was never acted on
+durably). Only ``synchronous`` FULL or EXTRA has an fsync to skip.
+
 The jobs run on the event loop's own thread. Handing them to a writer thread would cost a
 thread wake-up and a loop wake-up per commit — more than the work itself for a small
 checkpoint — and SQLite serialises writers anyway. sqlite3 releases the GIL while it
@@ -33,13 +39,20 @@ from cadenza.errors import StoreError, StoreFull, StoreUnavailable
 
 T = TypeVar("T")
 
-Job = tuple[Callable[[sqlite3.Connection], Any], bool, asyncio.Future[Any]]
+# What a job does: read, write, or write lazily (see above).
+READ, WRITE, LAZY = 0, 1, 2
+Job = tuple[Callable[[sqlite3.Connection], Any], int, asyncio.Future[Any]]
 
 
 class SqliteWriter:
-    def __init__(self, connect: Callable[[], sqlite3.Connection], path: Path) -> None:
+    def __init__(
+        self, connect: Callable[[], sqlite3.Connection], path: Path, synchronous: str = "FULL"
+    ) -> None:
         self._connect = connect
         self.path = path
+        self.synchronous = synchronous
+        # Whether the connection's synchronous setting is NORMAL for a lazy transaction.
+        self.relaxed = False
         self._conn: sqlite3.Connection | None = None
         self._open = False
         self._pending: list[Job] = []
@@ -52,6 +65,7 @@ class SqliteWriter:
         if self._conn is None:
             try:
                 self._conn = self._connect()
+                self.relaxed = False
             except sqlite3.Error as exc:
                 raise translate(exc, self.path) from exc
 
@@ -63,10 +77,12 @@ class SqliteWriter:
             self._conn.close()
             self._conn = None
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> asyncio.Future[T]:
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, write: bool, lazy: bool = False
+    ) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((fn, write, future))
+        self._pending.append((fn, (LAZY if lazy else WRITE) if write else READ, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._drain)
@@ -83,7 +99,7 @@ class SqliteWriter:
             except StoreError as failure:
                 _settle([(job, False, failure) for job in batch])
                 return
-            drain = _Drain(conn, self.path, batch)
+            drain = _Drain(self, conn, batch)
             try:
                 drain.run()
             except BaseException as exc:  # never leave a caller waiting
@@ -99,6 +115,7 @@ class SqliteWriter:
         if self._conn is None:  # the last one was dropped after an error it could not undo
             try:
                 self._conn = self._connect()
+                self.relaxed = False
             except sqlite3.Error as exc:
                 raise translate(exc, self.path) from exc
         return self._conn
@@ -115,9 +132,10 @@ class SqliteWriter:
 class _Drain:
     """One batch of jobs: writes grouped into transactions, reads in between."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, batch: list[Job]) -> None:
+    def __init__(self, writer: SqliteWriter, conn: sqlite3.Connection, batch: list[Job]) -> None:
+        self.writer = writer
         self.conn = conn
-        self.path = path
+        self.path = writer.path
         self.batch = batch
         self.done = 0  # jobs taken from the batch so far
         self.held: list[tuple[Job, bool, Any]] = []  # settled once their transaction commits
@@ -140,6 +158,7 @@ class _Drain:
                 continue
             if not conn.in_transaction:
                 try:
+                    self.relax(self.lazy_transaction())
                     conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.Error as exc:
                     _settle([(job, False, translate(exc, self.path))])
@@ -156,6 +175,25 @@ class _Drain:
             self.held.append((job, True, value))
         if conn.in_transaction:
             self.commit()
+
+    def lazy_transaction(self) -> bool:
+        """Whether the transaction about to begin holds lazy writes only: the writes from
+        the current job up to the next read, which commits it."""
+        for _, kind, _ in self.batch[self.done - 1 :]:
+            if kind == READ:
+                return True
+            if kind == WRITE:
+                return False
+        return True
+
+    def relax(self, lazy: bool) -> None:
+        """Set the connection's synchronous for the next transaction: NORMAL (no fsync) for
+        a lazy one, as configured for any other."""
+        writer = self.writer
+        if writer.synchronous not in ("FULL", "EXTRA") or writer.relaxed == lazy:
+            return
+        self.conn.execute(f"PRAGMA synchronous={'NORMAL' if lazy else writer.synchronous}")
+        writer.relaxed = lazy
 
     def undo(self, job: Job, exc: BaseException) -> None:
         """Take back what ``job`` wrote, and only that if SQLite let the rest stand."""
