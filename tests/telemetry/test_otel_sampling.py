@@ -16,17 +16,18 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 from cadenza import Context, RunStatus, workflow
 from cadenza.telemetry import OpenTelemetryInstrumentation
-from cadenza.telemetry._otel import trace_id_of
+from cadenza.telemetry._otel import _Current, trace_id_of
 from cadenza.testing import FakeClock, TestEnvironment
 from tests.engine.scope_workflows import SHIP_ORDERS, root
 from tests.telemetry.otel_workflows import waiter
@@ -242,3 +243,17 @@ async def test_what_a_step_calls_follows_the_decision(
     assert (flag, nested) == (sampled, sampled)
     names = {span.name for span in exporter.get_finished_spans()}
     assert ("GET /thing" in names) is sampled and ("step look_around" in names) is sampled
+
+
+def test_the_span_made_current_keeps_what_the_outer_context_holds() -> None:
+    # The context made current is reused from step to step only over the same outer one.
+    span = NonRecordingSpan(SpanContext(7, 9, False))
+    for value in ("first", "second", "first"):
+        token = otel_context.attach(otel_context.set_value("caller", value))
+        try:
+            with _Current(span):
+                assert otel_context.get_value("caller") == value
+                assert trace.get_current_span() is span
+            assert trace.get_current_span() is not span
+        finally:
+            otel_context.detach(token)

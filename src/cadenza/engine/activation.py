@@ -92,7 +92,7 @@ class ActivationResult:
     error: ErrorInfo | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Buffer:
     ops: dict[str, OpRecord] = field(default_factory=dict)
     history: list[HistoryEvent] = field(default_factory=list)

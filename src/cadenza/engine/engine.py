@@ -42,6 +42,7 @@ from cadenza.errors import (
     WorkflowNotFound,
 )
 from cadenza.history import HistoryEvent, HistoryEventType
+from cadenza.journal import OpRecord
 from cadenza.ports.artifact_store import ArtifactStore
 from cadenza.ports.run_store import (
     DEFAULT_TENANT,
@@ -341,8 +342,14 @@ class Engine:
         definition = self.resolve(run)
         if definition is None:
             return await self._park_unknown(run)
-        for _ in range(10):
-            journal, callbacks = await self.store.load_activation(run.run_id)
+        for attempt in range(10):
+            journal: list[OpRecord] = []
+            callbacks: list[CallbackRecord] = []
+            # On its first claim nothing has checkpointed under a lease yet, so the journal
+            # and callbacks are empty and need no read (a fork, which starts from copied
+            # records, has an origin; a retried run claims at a later epoch).
+            if attempt > 0 or run.lease_epoch != 1 or run.origin is not None:
+                journal, callbacks = await self.store.load_activation(run.run_id)
             activation = Activation(self, run, definition, journal, callbacks)
             if self.instruments:
                 info = self.instruments.invocation_started(activation)

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from cadenza.clock import Clock
 from cadenza.engine._instrumentation import QueueObserver
 from cadenza.engine.activation import ActivationResult
 from cadenza.engine.engine import Engine
@@ -176,7 +177,9 @@ class Worker:
             )
             for run in claimed:
                 self._launch(run)
-        return bool(relayed or claimed or fired)
+        # A claim that got fewer runs than it had room for took all there were: claiming
+        # again at once would find nothing (what becomes runnable later wakes the worker).
+        return bool(relayed or fired or (claimed and len(claimed) >= free))
 
     async def _fire_schedules(self) -> int:
         now = self.engine.clock.now()
@@ -318,12 +321,14 @@ class Worker:
         if self.schedules and self._schedules_at is not None:
             until_due = (self._schedules_at - engine.clock.now()).total_seconds()
             timeout = min(timeout, max(until_due, 0.0))
-        await _first_of(
-            wakeup.wait(),
-            engine.clock.sleep(timeout),
-            engine.store.wait_for_work(timeout),
-            *([stop.wait()] if stop else []),
-        )
+        waits = [wakeup.wait(), engine.store.wait_for_work(timeout)]
+        # The store's wait returns after ``timeout`` at the latest; the clock's sleep adds
+        # something only when it is not the real clock's (a fake clock's, moved by a test).
+        if type(engine.clock) is not Clock:
+            waits.append(engine.clock.sleep(timeout))
+        if stop is not None:
+            waits.append(stop.wait())
+        await _first_of(*waits)
 
     async def _renew_leases(self) -> None:
         engine = self.engine

@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -95,6 +96,18 @@ def _tallies(meter_provider: Any, meter: Any) -> tuple[_Tally, _Tally]:
     except TypeError:
         pass
     return steps, attempts
+
+
+@lru_cache(maxsize=64)
+def _duration_labels(op_type: str, status: str) -> dict[str, str]:
+    """The attributes of an operation's duration, built once per (type, status) rather
+    than per operation (the SDK copies what it is given, so one dict serves them all)."""
+    return {"cadenza.op.type": op_type, "status": status}
+
+
+@lru_cache(maxsize=16)
+def _type_labels(op_type: str) -> dict[str, str]:
+    return {"cadenza.op.type": op_type}
 
 
 class CadenzaMetrics:
@@ -184,9 +197,9 @@ class CadenzaMetrics:
         status = info.status or ""
         if info.end_time is not None:
             seconds = max((info.end_time - info.start_time).total_seconds(), 0.0)
-            self.duration.record(seconds, {"cadenza.op.type": info.type, "status": status})
+            self.duration.record(seconds, _duration_labels(info.type, status))
             if info.type in _CALLBACKS:
-                self.callback_wait.record(seconds, {"cadenza.op.type": info.type})
+                self.callback_wait.record(seconds, _type_labels(info.type))
         if info.type in ("step", "condition"):
             self.steps.add(status)
         reply = model_reply(info.record)

@@ -531,6 +531,11 @@ def _unsampled_run(trace_id: int, run_id: str) -> Span:
     return NonRecordingSpan(SpanContext(trace_id, span_id_of(run_id), False, _UNSAMPLED))
 
 
+# The context _Current last made current: (the context it was entered in, its span, the
+# context made current). One slot, swapped whole, so threads that race only rebuild.
+_LAST_CURRENT: list[tuple[otel_context.Context, Span, otel_context.Context] | None] = [None]
+
+
 class _Current:
     """Makes ``span`` the current span while entered (attach/detach: no generator)."""
 
@@ -541,7 +546,16 @@ class _Current:
         self.token: object = None
 
     def __enter__(self) -> None:
-        self.token = otel_context.attach(trace.set_span_in_context(self.span))
+        # Every step of a run that is not sampled makes the same span current over the same
+        # context: a Context is immutable, so the one built for the last step serves again.
+        current, span = otel_context.get_current(), self.span
+        last = _LAST_CURRENT[0]
+        if last is not None and last[0] is current and last[1] is span:
+            context = last[2]
+        else:
+            context = trace.set_span_in_context(span, current)
+            _LAST_CURRENT[0] = (current, span, context)
+        self.token = otel_context.attach(context)
 
     def __exit__(self, *exc: object) -> None:
         otel_context.detach(self.token)  # type: ignore[arg-type]

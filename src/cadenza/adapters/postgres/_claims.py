@@ -130,6 +130,8 @@ async def claim_plain(
         f" FROM {schema}.runs r JOIN {schema}.{{table}} x ON x.run_id = r.run_id"
         " WHERE r.status = 'RUNNING' AND r.lease_expires_at = %(until)s"
         " AND r.lease_owner = %(owner)s"
+        # On a run's first claim the engine reads nothing: no lease has written records yet.
+        " AND r.lease_epoch > 1"
     )
     keys = {"owner": params["owner"], "until": params["until"]}
     ops_columns = ", ".join(f"x.{c.strip()}" for c in OP_COLUMNS.split(","))
@@ -255,9 +257,11 @@ class Prefetched:
         ops: list[dict[str, Any]],
         callbacks: list[dict[str, Any]],
     ) -> None:
-        if not runs:
+        # A first claim (epoch 1) is not read ahead: the engine loads nothing then, except
+        # for a fork, whose copied records it must read from the tables.
+        leased = {r["run_id"]: r["lease_epoch"] for r in runs if r["lease_epoch"] > 1}
+        if not leased:
             return
-        leased = {r["run_id"]: r["lease_epoch"] for r in runs}
         journals: dict[str, list[OpRecord]] = {run_id: [] for run_id in leased}
         waiting: dict[str, list[CallbackRecord]] = {run_id: [] for run_id in leased}
         for row in ops:

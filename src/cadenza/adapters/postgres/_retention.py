@@ -42,17 +42,19 @@ class PostgresRetention:
         workflow: str | None = None,
         after: tuple[datetime, str] | None = None,
     ) -> list[RunRecord]:
-        where = [f"status IN {_ENDED}", "updated_at < %s"]
+        # ended_at is updated_at for the runs that ended, NULL for the others (its index
+        # leaves a run's row free to be updated in place while it runs: see _schema).
+        where = ["ended_at < %s"]
         args: list[Any] = [updated_before]
         if workflow is not None:
             where.append("workflow = %s")
             args.append(workflow)
         if after is not None:
-            where.append("(updated_at, run_id) > (%s, %s)")
+            where.append("(ended_at, run_id) > (%s, %s)")
             args += [after[0], after[1]]
         rows = await self._all(
             f"SELECT {RUN_COLUMNS} FROM {self.schema}.runs WHERE {' AND '.join(where)}"
-            " ORDER BY updated_at, run_id LIMIT %s",
+            " ORDER BY ended_at, run_id LIMIT %s",
             [*args, max(limit, 0)],
         )
         return [run_from_row(r) for r in rows]
@@ -66,7 +68,7 @@ class PostgresRetention:
             # retried or redriven meanwhile no longer matches and is left alone.
             cur = await conn.execute(
                 f"SELECT r.run_id FROM {s}.runs r WHERE r.run_id = ANY(%s)"
-                f" AND r.status IN {_ENDED} AND r.updated_at < %s"
+                " AND r.ended_at < %s"
                 f" AND NOT EXISTS (SELECT 1 FROM {s}.runs p WHERE p.run_id = r.parent_run_id"
                 f"  AND p.status NOT IN {_ENDED})"
                 " ORDER BY r.run_id FOR UPDATE OF r",

@@ -363,12 +363,18 @@ async def set_callback(conn: Conn, schema: str, res: CallbackResolution, now: da
 
 def _wake_resolved(s: str) -> str:
     """The statement's tail that wakes the run of the callback ``resolved`` (a CTE), and
-    tells the workers listening on ``%(channel)s``."""
+    tells the workers listening on ``%(channel)s`` when that made the run runnable.
+
+    A run still running is not: its lease holder sees the wake-up flag at its next
+    checkpoint, and that checkpoint, leaving the run PENDING, sends the word itself.
+    Every notification wakes every listening worker, and each then tries a claim.
+    """
     return (
         f" woken AS (UPDATE {s}.runs r SET wake_requested = true, updated_at = %(now)s,"
         " status = CASE r.status WHEN 'SUSPENDED' THEN 'PENDING' ELSE r.status END"
-        " FROM resolved WHERE r.run_id = resolved.run_id RETURNING r.run_id),"
-        " notified AS (SELECT pg_notify(%(channel)s, '') FROM woken)"
+        " FROM resolved WHERE r.run_id = resolved.run_id RETURNING r.status),"
+        " notified AS (SELECT pg_notify(%(channel)s, '') FROM woken"
+        " WHERE woken.status = 'PENDING')"
     )
 
 

@@ -21,6 +21,12 @@ from cadenza.ports.run_store import (
     RunStatus,
 )
 
+# What a text column's parameter is bound as when its value is None, in a statement that
+# reads it as ``NULLIF(?, 0)``: the sqlite3 module binds None through its adapter lookup
+# (two failed attribute lookups), an int directly, and a text column never holds the
+# integer 0, so the two cannot be confused.
+NULL = 0
+
 
 def _ts(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
@@ -140,22 +146,23 @@ def upsert_ops(conn: sqlite3.Connection, run_id: str, ops: Sequence[OpRecord]) -
         (
             run_id,
             op.op_id,
-            op.parent_id,
+            NULL if op.parent_id is None else op.parent_id,
             str(op.type),
             op.name,
             str(op.status),
             op.attempt,
-            op.result,
-            _error_json(op.error),
+            NULL if op.result is None else op.result,
+            NULL if op.error is None else _error_json(op.error),
             _ts(op.started_at),
             _ts(op.ended_at),
-            json.dumps(op.data) if op.data else None,
+            json.dumps(op.data) if op.data else NULL,
         )
         for op in ops
     ]
     sql = (
         "INSERT INTO ops (run_id, op_id, parent_id, type, name, status, attempt, result,"
-        " error, started_at, ended_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " error, started_at, ended_at, data) VALUES (?, ?, NULLIF(?, 0), ?, ?, ?, ?,"
+        " NULLIF(?, 0), NULLIF(?, 0), ?, ?, NULLIF(?, 0))"
         " ON CONFLICT (run_id, op_id) DO UPDATE SET status = excluded.status,"
         " attempt = excluded.attempt, result = excluded.result, error = excluded.error,"
         " started_at = excluded.started_at, ended_at = excluded.ended_at,"

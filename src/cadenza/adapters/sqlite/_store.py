@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlparse
 from cadenza.adapters.sqlite import _claims
 from cadenza.adapters.sqlite._retention import SqliteRetention
 from cadenza.adapters.sqlite._rows import (
+    NULL,
     _callback_from_row,
     _callback_row,
     _dt,
@@ -733,17 +734,17 @@ def _append_history(
     (the caller read where the history ends inside this transaction)."""
     conn.executemany(
         "INSERT INTO history (run_id, seq, type, ts, op_id, parent_id, name, details)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, NULLIF(?, 0), NULLIF(?, 0), NULLIF(?, 0), NULLIF(?, 0))",
         [
             (
                 run_id,
                 seq,
                 str(e.type),
                 e.timestamp.timestamp(),
-                e.op_id,
-                e.parent_id,
-                e.name,
-                _details_json(e.details) if e.details else None,
+                NULL if e.op_id is None else e.op_id,
+                NULL if e.parent_id is None else e.parent_id,
+                NULL if e.name is None else e.name,
+                _details_json(e.details) if e.details else NULL,
             )
             for seq, e in enumerate(events, first_seq)
         ],

@@ -179,7 +179,9 @@ class _Drain:
     def lazy_transaction(self) -> bool:
         """Whether the transaction about to begin holds lazy writes only: the writes from
         the current job up to the next read, which commits it."""
-        for _, kind, _ in self.batch[self.done - 1 :]:
+        batch = self.batch
+        for i in range(self.done - 1, len(batch)):  # no copy of the rest of a long batch
+            kind = batch[i][1]
             if kind == READ:
                 return True
             if kind == WRITE:
