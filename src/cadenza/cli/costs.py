@@ -78,8 +78,9 @@ def costs_group(
     if click_ctx.invoked_subcommand is not None:
         return
     start, end = _moment(since, "--since"), _moment(until, "--until")
-    report = _remote_report(start, end, workflow, tenant) if _remote.active() else None
-    if report is None:
+    if _remote.active():
+        report = _remote_report(start, end, workflow, tenant)
+    else:
 
         @run_async
         async def body(engine: Engine) -> Any:
@@ -127,15 +128,12 @@ def _remote_report(
             "over CADENZA_URL the roll-up is of the API key's tenant; drop --tenant, or run"
             " 'cadenza costs --tenant' where the store is"
         )
-    params = {"since": start, "until": end, "workflow": workflow}
+    params = {"workflow": workflow}
+    for key, moment in (("since", start), ("until", end)):
+        if moment is not None:
+            params[key] = moment.isoformat()
     data: dict[str, Any] = _remote.api().call(
-        "GET",
-        "/costs",
-        params={
-            k: v.isoformat() if isinstance(v, datetime) else v
-            for k, v in params.items()
-            if v is not None
-        },
+        "GET", "/costs", params={k: v for k, v in params.items() if v is not None}
     )
     return data
 

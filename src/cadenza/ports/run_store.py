@@ -12,7 +12,6 @@ every adapter agrees on what "due" means.
 from __future__ import annotations
 
 import asyncio
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,15 @@ from typing import Any
 from cadenza.errors import ErrorInfo
 from cadenza.history import HistoryEvent
 from cadenza.journal import OpRecord
+
+# Queue and schedule records live in modules of their own; they are part of this port.
+from cadenza.ports._queues import QueueConfig as QueueConfig
+from cadenza.ports._queues import QueueStats as QueueStats
+from cadenza.ports._queues import refill_tokens as refill_tokens
+from cadenza.ports._schedules import CatchUp as CatchUp
+from cadenza.ports._schedules import Overlap as Overlap
+from cadenza.ports._schedules import Schedule as Schedule
+from cadenza.ports._schedules import ScheduleFiring as ScheduleFiring
 
 #: The tenant of runs started without one (the embedded shape, the CLI, older runs).
 DEFAULT_TENANT = "default"
@@ -309,164 +317,6 @@ class ApiKeyRecord:
     secret_hash: str  # hex SHA-256 of the secret part of the key
     created_at: datetime
     revoked_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueConfig:
-    """Cluster-wide flow control for the runs of one queue, enforced by ``claim_runs``.
-
-    ``concurrency`` caps how many runs of the queue hold a live lease at once, over all
-    workers together. ``rate_limit`` caps how many claims of the queue's runs start per
-    ``rate_period``: a token bucket that holds up to ``rate_limit`` tokens and refills at
-    ``rate_limit`` per ``rate_period`` (so bursts up to the limit, that rate sustained).
-    Every claim of a run counts: its first activation and each resumption. ``None`` lifts a
-    limit, ``concurrency=0`` pauses the queue; a queue without a config has no limits.
-    """
-
-    name: str
-    concurrency: int | None = None
-    rate_limit: int | None = None
-    rate_period: timedelta = timedelta(seconds=1)
-
-    @property
-    def limited(self) -> bool:
-        return self.concurrency is not None or self.rate_limit is not None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """What waits in one queue at a moment (``queue_stats``), counted by the claim's rules.
-
-    ``runnable``: runs a claim could take now, queue limits aside (PENDING, SUSPENDED with
-    a wake time that has come, RUNNING under a lease that has expired). ``oldest_due_at``:
-    when the longest-waiting of them became claimable (a PENDING run's last update, which
-    is when it was created, woken, redriven or handed back; a wake time; a lease expiry),
-    None when none is. ``running``: RUNNING under a live lease. ``waiting``: SUSPENDED with
-    a wake time still ahead (a timer, a retry backing off, a callback's deadline); a run
-    that waits with no wake time at all (an untimed callback, an event, a child run) is
-    not queued work and is not counted.
-    """
-
-    queue: str
-    runnable: int = 0
-    running: int = 0
-    waiting: int = 0
-    oldest_due_at: datetime | None = None
-
-    def oldest_age(self, now: datetime) -> timedelta:
-        """How long the oldest runnable run has waited at ``now`` (zero when none waits)."""
-        if self.oldest_due_at is None:
-            return timedelta(0)
-        return max(now - self.oldest_due_at, timedelta(0))
-
-
-def refill_tokens(
-    config: QueueConfig, tokens: float | None, refilled_at: datetime | None, now: datetime
-) -> float:
-    """The tokens in a queue's rate bucket at ``now`` (the arithmetic every store shares).
-
-    ``tokens`` and ``refilled_at`` are what the store kept after the last claim; None means
-    the bucket was never drawn from, so it is full.
-    """
-    if config.rate_limit is None:
-        return math.inf
-    if tokens is None or refilled_at is None:
-        return float(config.rate_limit)
-    elapsed = max((now - refilled_at).total_seconds(), 0.0)
-    period = max(config.rate_period.total_seconds(), 1e-9)
-    return min(float(config.rate_limit), tokens + elapsed * config.rate_limit / period)
-
-
-class CatchUp(StrEnum):
-    """What a schedule does with the ticks that fell due while nothing fired them."""
-
-    LATEST = "latest"  # fire the latest missed tick once, drop the older ones
-    ALL = "all"  # fire every missed tick, oldest first, up to ``catch_up_limit`` of them
-    NONE = "none"  # fire only a tick that is on time; a missed one is dropped
-
-
-class Overlap(StrEnum):
-    """What a schedule does when a tick falls due while its previous run is still open."""
-
-    SKIP = "skip"  # drop the tick
-    ALLOW = "allow"  # start the run anyway
-    BUFFER_ONE = "buffer_one"  # keep the newest such tick; fire it when the run ends
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """A durable "start this workflow at these times": ``cron(...)``, ``rate(...)`` or
-    ``at(...)`` in ``timezone``, each tick fired somewhere in ``[tick, tick + window)``.
-
-    The first block is the definition (what ``put_schedule`` is given). The second is the
-    schedule's progress, kept by the engine and written by the store: ``next_fire_at`` is
-    the next tick (its nominal time, None once the schedule has no more), ``due_at`` when
-    the engine must look at the schedule again (the tick plus its jitter, or sooner while
-    a buffered tick waits), ``revision`` counts every write, so that a firing decided
-    from a schedule that changed meanwhile is refused.
-    """
-
-    name: str
-    workflow: str
-    expression: str
-    version: str | None = None
-    module: str | None = None
-    input: str = "null"  # JSON text
-    timezone: str = "UTC"
-    window: timedelta = timedelta(0)
-    catch_up: CatchUp = CatchUp.LATEST
-    catch_up_limit: int = 10
-    overlap: Overlap = Overlap.SKIP
-    paused: bool = False
-    start_at: datetime | None = None
-    end_at: datetime | None = None
-    next_fire_at: datetime | None = None
-    due_at: datetime | None = None
-    buffered_tick: datetime | None = None
-    last_tick_at: datetime | None = None
-    last_run_id: str | None = None
-    resumed_at: datetime | None = None
-    revision: int = 0
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-
-    def evolve(self, **changes: Any) -> Schedule:
-        return replace(self, **changes)
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleFiring:
-    """What the engine decided for one schedule at ``now`` (``fire_schedule``).
-
-    Applied only while the schedule is still at ``expected_revision``: two workers that
-    decide the same ticks race, one firing wins, the other is refused and writes nothing.
-    ``runs`` are created with their ExecutionStarted events; a run whose id is taken (the
-    tick was fired before) is left as it is. ``next_fire_at``, ``due_at`` and
-    ``buffered_tick`` replace the schedule's; ``last_tick_at`` and ``last_run_id``
-    replace them when given.
-    """
-
-    name: str
-    expected_revision: int
-    now: datetime
-    next_fire_at: datetime | None
-    due_at: datetime | None
-    buffered_tick: datetime | None = None
-    runs: Sequence[tuple[RunRecord, HistoryEvent]] = ()
-    last_tick_at: datetime | None = None
-    last_run_id: str | None = None
-
-    def applied_to(self, schedule: Schedule) -> Schedule:
-        """``schedule`` as this firing leaves it, one revision on (what a store writes)."""
-        return schedule.evolve(
-            next_fire_at=self.next_fire_at,
-            due_at=self.due_at,
-            buffered_tick=self.buffered_tick,
-            last_tick_at=self.last_tick_at or schedule.last_tick_at,
-            last_run_id=self.last_run_id or schedule.last_run_id,
-            revision=schedule.revision + 1,
-            updated_at=self.now,
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from cadenza.service._auth import Principal, client_of, require
-from cadenza.telemetry._costs import cost_report
 
 __all__ = ["router"]
 
@@ -43,8 +42,7 @@ async def get_costs(
 ) -> CostsOut:
     """Model spend of the tenant's runs created in [since, until): tokens and cost by
     workflow, model and UTC day, from each run's recorded usage."""
-    report = await cost_report(
-        client_of(request).engine.store,
+    report = await client_of(request).costs(
         since=_utc(since),
         until=_utc(until),
         workflow=workflow,
