@@ -4,7 +4,6 @@ page shows (runs, one run's timeline, approvals, events and rules, costs)."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -307,19 +306,14 @@ async def test_events_rules_and_costs(console: Console) -> None:
     assert f"{usage['input_tokens']:,}" in costs
 
 
-async def test_a_run_of_1000_operations_renders_in_well_under_a_second(
-    console: Console,
-) -> None:
+async def test_a_run_of_1000_operations_renders_every_operation(console: Console) -> None:
+    # How fast it renders is measured by benchmarks/bench_console.py, not asserted here.
     run = await console.env.run(big, 1000)
     assert run.status == RunStatus.SUCCEEDED
     await console.login("viewer")
-    await console.http.get(f"/runs/{run.run_id}")  # templates compiled once
-    started = time.perf_counter()
     page = await console.http.get(f"/runs/{run.run_id}")
-    elapsed = time.perf_counter() - started
     assert page.status_code == 200 and "item-999" in page.text
     assert page.text.count('<details class="op"') == 1000
-    assert elapsed < 1.0, f"the page took {elapsed:.3f} s"
 
 
 async def test_the_state_document_now_and_after_an_operation(console: Console) -> None:
