@@ -437,7 +437,11 @@ class Engine:
     # --- callbacks ----------------------------------------------------------------------
 
     async def callback_for(self, token: str) -> CallbackRecord:
-        """The pending callback a token may complete, or the error saying why not."""
+        """The pending callback a token may complete, or the error saying why not.
+
+        Whether its run has ended is not read here: completing a callback checks that in
+        the same statement that resolves it (RunStateError), which a read before could
+        only race with."""
         now = self.clock.now()
         claims = self.tokens.verify(token, now=now)
         try:
@@ -453,11 +457,6 @@ class Engine:
             raise CallbackAlreadyCompleted(
                 f"callback {claims.op_id} of run {claims.run_id} already ended"
                 f" ({callback.status}); a token completes its callback once"
-            )
-        run = await self.store.get_run(callback.run_id)
-        if run.status.terminal:  # e.g. cancelled: its callbacks are closed, heartbeats too
-            raise RunStateError(
-                f"run {run.run_id} already ended ({run.status}); its callbacks are closed"
             )
         deadline = callback.deadline()
         if deadline is not None and now >= deadline:
@@ -523,6 +522,11 @@ class Engine:
 
     async def heartbeat_callback(self, token: str) -> CallbackRecord:
         callback = await self.callback_for(token)
+        run = await self.store.get_run(callback.run_id)
+        if run.status.terminal:  # e.g. cancelled: its callbacks are closed, heartbeats too
+            raise RunStateError(
+                f"run {run.run_id} already ended ({run.status}); its callbacks are closed"
+            )
         if not await self.store.heartbeat_callback(callback.callback_id, now=self.clock.now()):
             raise CallbackAlreadyCompleted(f"callback {callback.op_id} already ended")
         return callback

@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncCursor, errors
 from psycopg.pq import TransactionStatus
-from psycopg.rows import DictRow
+from psycopg.rows import TupleRow
 
 from cadenza.adapters.postgres._writes import Conn, needs_transaction
 from cadenza.errors import StoreError
@@ -55,8 +55,8 @@ class CommitGroups:
         self,
         *,
         connection: Callable[[], AbstractAsyncContextManager[Conn]],
-        send: Callable[[Conn, Checkpoint], Awaitable[AsyncCursor[DictRow]]],
-        result: Callable[[dict[str, Any]], CommitResult],
+        send: Callable[[Conn, Checkpoint], Awaitable[AsyncCursor[TupleRow]]],
+        result: Callable[[TupleRow | None], CommitResult | None],
         fenced: Callable[[Conn, Checkpoint], Awaitable[Exception]],
         write: Callable[[Conn, Checkpoint], Awaitable[CommitResult]],
         alone: Callable[[Checkpoint], Awaitable[CommitResult]],
@@ -134,11 +134,11 @@ class CommitGroups:
                         done = await conn.execute("COMMIT") if not isolated else None
                         await pipeline.sync()
                         for pending, cursor in sent:
-                            row = await cursor.fetchone()
-                            if row is None:
+                            result = self._result(await cursor.fetchone())
+                            if result is None:
                                 fenced.append(pending)
                             else:
-                                held.append((pending[1], True, self._result(row)))
+                                held.append((pending[1], True, result))
                 except (psycopg.OperationalError, psycopg.InterfaceError):
                     raise  # the connection's failure, not a checkpoint's: all fail
                 except psycopg.Error:

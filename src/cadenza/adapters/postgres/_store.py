@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor, errors
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow, TupleRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from cadenza.adapters.postgres import _claims, _schema, _writes
@@ -117,7 +117,7 @@ class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedul
         self._groups = CommitGroups(
             connection=self._connection,
             send=self._send_checkpoint,
-            result=_commit_result,
+            result=_writes.commit_result,
             fenced=lambda conn, cp: _writes.fence_error(conn, self.schema, cp),
             write=self._checkpoint_in,
             alone=self._commit_alone,
@@ -527,27 +527,24 @@ class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedul
         # Concurrent checkpoints share one transaction (see _group).
         return await self._groups.submit(checkpoint)
 
-    async def _send_checkpoint(self, conn: Conn, cp: Checkpoint) -> AsyncCursor[DictRow]:
-        """Send a one-statement checkpoint; in a pipeline, its answer is read later."""
-        return await conn.execute(
-            *_writes.checkpoint_statement(self.schema, cp, channel=self.channel)
-        )
+    async def _send_checkpoint(self, conn: Conn, cp: Checkpoint) -> AsyncCursor[TupleRow]:
+        return await _writes.send_checkpoint(conn, self.schema, cp, channel=self.channel)
 
     async def _checkpoint_in(self, conn: Conn, cp: Checkpoint) -> CommitResult:
         """One checkpoint of a group, inside the group's transaction."""
-        row = await _writes.apply_checkpoint(conn, self.schema, cp, channel=self.channel)
-        if row is None:
+        result = await _writes.apply_checkpoint(conn, self.schema, cp, channel=self.channel)
+        if result is None:
             raise await _writes.fence_error(conn, self.schema, cp)
-        return await _writes.finish_checkpoint(conn, self.schema, cp, row, channel=self.channel)
+        return await _writes.finish_checkpoint(conn, self.schema, cp, result, channel=self.channel)
 
     async def _commit_alone(self, cp: Checkpoint) -> CommitResult:
         """One checkpoint in its own transaction (one statement when it can be)."""
         s = self.schema
         if not _writes.needs_transaction(cp):
             async with self._connection() as conn:
-                row = await _writes.apply_checkpoint(conn, s, cp, channel=self.channel)
-                if row is not None:
-                    return CommitResult(cancel_requested=bool(row["cancel_requested"]))
+                result = await _writes.apply_checkpoint(conn, s, cp, channel=self.channel)
+                if result is not None:
+                    return result
                 raise await _writes.fence_error(conn, s, cp)
         return await self._transaction(lambda conn: self._checkpoint_in(conn, cp))
 
@@ -638,10 +635,6 @@ class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedul
             f"DELETE FROM {self.schema}.rules WHERE name = %s RETURNING name", (name,)
         )
         return row is not None
-
-
-def _commit_result(row: dict[str, Any]) -> CommitResult:
-    return CommitResult(cancel_requested=bool(row["cancel_requested"]))
 
 
 def _translate(exc: psycopg.Error) -> StoreError:
