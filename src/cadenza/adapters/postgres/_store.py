@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
-from psycopg import AsyncConnection, AsyncCursor, errors
-from psycopg.rows import DictRow, TupleRow, dict_row
+from psycopg import AsyncConnection, errors
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from cadenza.adapters.postgres import _claims, _schema, _writes
@@ -116,7 +116,9 @@ class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedul
         self._loaded = _claims.Prefetched()
         self._groups = CommitGroups(
             connection=self._connection,
-            send=self._send_checkpoint,
+            send=lambda conn, cp: _writes.send_checkpoint(
+                conn, self.schema, cp, channel=self.channel
+            ),
             result=_writes.commit_result,
             fenced=lambda conn, cp: _writes.fence_error(conn, self.schema, cp),
             write=self._checkpoint_in,
@@ -526,9 +528,6 @@ class PostgresRunStore(PostgresRetention, PostgresServiceTables, PostgresSchedul
             self._listener.outbox_changed()
         # Concurrent checkpoints share one transaction (see _group).
         return await self._groups.submit(checkpoint)
-
-    async def _send_checkpoint(self, conn: Conn, cp: Checkpoint) -> AsyncCursor[TupleRow]:
-        return await _writes.send_checkpoint(conn, self.schema, cp, channel=self.channel)
 
     async def _checkpoint_in(self, conn: Conn, cp: Checkpoint) -> CommitResult:
         """One checkpoint of a group, inside the group's transaction."""

@@ -96,7 +96,8 @@ async def send_checkpoint(
 
 
 def commit_result(row: TupleRow | None) -> CommitResult | None:
-    """A checkpoint statement's row as the commit's result; None when fenced off."""
+    """A checkpoint statement's row (``cancel_requested`` first, see
+    :func:`_checkpoint_sql`) as the commit's result; None when fenced off."""
     return None if row is None else CommitResult(cancel_requested=bool(row[0]))
 
 
