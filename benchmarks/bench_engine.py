@@ -71,12 +71,18 @@ async def parked(ctx: Context) -> object:
     return await callback.result()
 
 
-def raw_commit_floor(directory: Path, n: int) -> float:
-    """Median seconds of one INSERT + COMMIT of a checkpoint-sized row."""
-    conn = sqlite3.connect(directory / "raw.db", isolation_level=None)
+def _raw_db(path: Path) -> sqlite3.Connection:
+    """A fresh file set up as the store's (WAL, synchronous=FULL) with one plain table."""
+    conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, run TEXT, op TEXT, body TEXT)")
+    return conn
+
+
+def raw_commit_floor(directory: Path, n: int) -> float:
+    """Median seconds of one INSERT + COMMIT of a checkpoint-sized row."""
+    conn = _raw_db(directory / "raw.db")
     body = json.dumps(PAYLOAD)
     samples = []
     for i in range(n):
@@ -91,10 +97,7 @@ def raw_commit_floor(directory: Path, n: int) -> float:
 
 def raw_batch_floor(directory: Path, rows: int, per_commit: int, repeats: int) -> float:
     """Median seconds to commit ``rows`` checkpoint-sized rows, ``per_commit`` at a time."""
-    conn = sqlite3.connect(directory / f"raw-{rows}-{per_commit}.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, run TEXT, op TEXT, body TEXT)")
+    conn = _raw_db(directory / f"raw-{rows}-{per_commit}.db")
     body = json.dumps(PAYLOAD)
     samples = []
     for _ in range(repeats):

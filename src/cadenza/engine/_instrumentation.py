@@ -422,8 +422,6 @@ class Instruments:
         if info is None or info.operation.record is not op or info.attempt != op.attempt:
             now = act.now()
             info = AttemptInfo(_operation_info(act, op, now), op.attempt, now)
-        if len(hooks) == 1:  # the usual case: one instrumentation, no list to keep
-            return _Scope(self, hooks[0], info)
         return _Scopes(self, hooks, info)
 
 
@@ -487,47 +485,10 @@ def attempt_scope(act: Activation, op: OpRecord) -> AbstractContextManager[objec
     return instruments.attempt_scope(act, op) if instruments else _NO_SCOPE
 
 
-class _Scope:
-    """One instrumentation's ``attempt_scope``, entered safely (a failing one is skipped)."""
-
-    __slots__ = ("hook", "info", "instruments", "scope")
-
-    def __init__(
-        self,
-        instruments: Instruments,
-        hook: tuple[Instrumentation, Callable[[Any], Any]],
-        info: AttemptInfo,
-    ) -> None:
-        self.instruments = instruments
-        self.hook = hook
-        self.info = info
-        self.scope: AbstractContextManager[object] | None = None
-
-    def __enter__(self) -> None:
-        try:
-            scope = self.hook[1](self.info)
-            scope.__enter__()
-        except Exception:
-            self.instruments._failed(self.hook[0], "attempt_scope")
-            return
-        self.scope = scope
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
-        if self.scope is not None:
-            try:
-                self.scope.__exit__(exc_type, exc, tb)
-            except Exception:
-                self.instruments._failed(self.hook[0], "attempt_scope")
-        return False  # never swallow what the user's function raised
-
-
 class _Scopes:
     """Enters every instrumentation's ``attempt_scope``; one that fails is skipped."""
+
+    __slots__ = ("entered", "hooks", "info", "instruments")
 
     def __init__(
         self,
